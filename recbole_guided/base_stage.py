@@ -1,0 +1,77 @@
+"""The base stage: train the parent model, export its item embeddings, remember its result.
+
+The Guided model's base part is the PCA of these embeddings, and the parent's result is the
+baseline it is compared with. Both come from the same data, split and seed as the Guided run,
+and the embeddings are learned on the training split only (RecBole trains on it; validation
+only picks the best epoch). A finished base stage is reused when the same config comes again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from logging import getLogger
+from pathlib import Path
+
+from recbole_guided.compat import plain_config
+from recbole_guided.config import PLUGIN_KEYS, GuidedConfig, get_model
+from recbole_guided.data_files import BaseEmbeddings, atomic_path
+from recbole_guided.errors import ConfigError
+
+# Settings that do not change what the base model learns.
+_IRRELEVANT = set(PLUGIN_KEYS) | {
+    "model", "device", "gpu_id", "use_gpu", "show_progress", "checkpoint_dir", "state", "log_wandb",
+    "wandb_project", "local_rank", "world_size", "nproc", "ip", "port", "offset", "single_spec",
+    "worker", "shuffle", "save_dataset", "save_dataloaders", "dataset_save_path", "dataloaders_save_path",
+}
+
+
+def parent_model_name(model_class) -> str:
+    return next(c.__name__ for c in model_class.__mro__ if c.__module__.startswith("recbole.model."))
+
+
+def run_base_stage(guided_config, model, dataset, config_file_list, config_dict, cmd_args) -> dict:
+    """Train (or reuse) the base model for this run; return its result and its embedding file."""
+    from recbole_guided.quick_start import train_and_evaluate
+
+    logger = getLogger()
+    base_name = guided_config["base_model"] or parent_model_name(get_model(guided_config["model"]))
+    config = GuidedConfig(base_name, dataset, config_file_list, config_dict, cmd_args)
+    stem = Path(guided_config["checkpoint_dir"]) / "base" / f"{base_name}-{config['dataset']}-seed{config['seed']}-{config_key(config)}"
+    record_file, embedding_file = stem.with_suffix(".json"), stem.with_suffix(".npz")
+    if record_file.is_file() and embedding_file.is_file():
+        logger.info(f"base stage: reusing {base_name} from {record_file}")
+        return json.loads(record_file.read_text())
+    logger.info(f"base stage: training {base_name} on {config['dataset']} (seed {config['seed']})")
+    result = train_and_evaluate(config)
+    export_item_embeddings(result["_trained_model"], result["_dataset"], embedding_file)
+    record = {
+        "model": base_name,
+        "best_valid_score": float(result["best_valid_score"]),
+        "best_valid_result": {k: float(v) for k, v in result["best_valid_result"].items()},
+        "test_result": {k: float(v) for k, v in result["test_result"].items()},
+        "seconds_per_epoch": result["seconds_per_epoch"],
+        "epochs_trained": result["epochs_trained"],
+        "saved_model_file": result["saved_model_file"],
+        "embedding_file": str(embedding_file),
+    }
+    with atomic_path(record_file) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+    return record
+
+
+def config_key(config) -> str:
+    """Short hash of every setting that changes what the base model learns."""
+    relevant = {k: v for k, v in plain_config(config).items() if k not in _IRRELEVANT}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def export_item_embeddings(model, dataset, path) -> None:
+    """Write the trained item table (real items only, keyed by token) as a base embedding file."""
+    table = getattr(model, "item_embedding", None)
+    if table is None:
+        raise ConfigError(f"base model {type(model).__name__} has no item_embedding table to export")
+    n_items = dataset.item_num
+    tokens = [str(t) for t in dataset.field2id_token[dataset.iid_field][1:n_items]]
+    vectors = table.weight.detach().cpu().double().numpy()[1:n_items]
+    BaseEmbeddings(tokens, vectors).write(path)

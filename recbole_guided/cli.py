@@ -1,0 +1,81 @@
+"""Command line, shaped like RecBole's ``run_recbole.py``.
+
+    run_recbole_guided.py [train] --model=GuidedSASRec --dataset=ml-100k [--config_files="a.yaml b.yaml"]
+                          [--results_file=out.json] [--any_recbole_key=value ...]
+    run_recbole_guided.py score ...      (LLM attribute scoring, see docs/llm_scoring.md)
+
+User errors (bad files, unknown models, impossible options) print one clear message and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from recbole_guided.errors import GuidedError
+
+COMMANDS = ("train", "score", "explain", "benchmark")
+
+
+def train_main(argv: list[str]) -> int:
+    from recbole_guided.config import GuidedConfig
+    from recbole_guided.data_files import atomic_path
+    from recbole_guided.quick_start import comparison_table, results_record, run_recbole_guided
+
+    parser = argparse.ArgumentParser(prog="run_recbole_guided.py", description="Train and evaluate a model.")
+    parser.add_argument("--model", "-m", default=None, help="GuidedSASRec, GuidedBERT4Rec, GuidedGRU4Rec or a RecBole model")
+    parser.add_argument("--dataset", "-d", default=None, help="dataset name (default ml-100k)")
+    parser.add_argument("--config_files", default=None, help="space separated YAML files")
+    parser.add_argument("--results_file", default=None, help="write baseline vs Guided results as JSON here")
+    args, overrides = parser.parse_known_args(argv)
+    bad = [a for a in overrides if not (a.startswith("--") and "=" in a)]
+    if bad:
+        parser.error(f"unrecognized arguments {bad}: RecBole settings are given as --key=value")
+    config_files = args.config_files.split() if args.config_files else None
+    model = args.model
+    if model is None and not config_files:
+        model = "GuidedSASRec"
+    dataset = args.dataset or (None if config_files else "ml-100k")
+    result = run_recbole_guided(model, dataset, config_files, cmd_args=overrides)
+    if result["baseline"] is not None:
+        print(comparison_table(result["baseline"], result))
+    else:
+        print(json.dumps({"test_result": dict(result["test_result"])}, indent=2))
+    if args.results_file:
+        config = GuidedConfig(model, dataset, config_files, cmd_args=overrides)
+        with atomic_path(args.results_file) as tmp:
+            tmp.write_text(json.dumps(results_record(result, config), indent=2))
+        print(f"results written to {args.results_file}")
+    return 0
+
+
+def dispatch(argv: list[str]) -> int:
+    command = argv[0] if argv and argv[0] in COMMANDS else "train"
+    rest = argv[1:] if argv and argv[0] in COMMANDS else argv
+    if command == "train":
+        return train_main(rest)
+    if command == "score":
+        from recbole_guided.llm.command import main as score_main
+        return score_main(rest)
+    if command == "explain":
+        from recbole_guided.explain import main as explain_main
+        return explain_main(rest)
+    from recbole_guided.benchmark import main as benchmark_main
+    return benchmark_main(rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return dispatch(argv)
+    except GuidedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

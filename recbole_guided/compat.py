@@ -1,0 +1,165 @@
+"""Everything that works around RecBole 1.2.1 on today's stack lives here.
+
+* ``recbole.quick_start`` is never imported: it imports ``ray`` 2.6.3, which fails on a fresh
+  environment. The plugin has its own run function (``recbole_guided.quick_start``).
+* RecBole's checkpoints pickle the whole Config (classes included), so torch >= 2.6 refuses them
+  and ``Trainer.evaluate(load_best_model=True)`` fails. ``SafeTrainer`` writes checkpoints of plain
+  tensors and plain values only, and reads them back with ``weights_only=True``: loading a
+  checkpoint never executes pickled code.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from recbole.trainer import Trainer
+
+from recbole_guided.errors import CheckpointError
+
+CHECKPOINT_FORMAT = "recbole-guided/1"
+
+
+def plain_config(config) -> dict:
+    """The config's values as JSON-safe plain values (classes, devices and enums become strings)."""
+    return json.loads(json.dumps(config.final_config_dict, default=str, sort_keys=True))
+
+
+def item_tokens(dataset) -> list[str]:
+    return [str(t) for t in dataset.field2id_token[dataset.iid_field]]
+
+
+def save_checkpoint(path, **state) -> None:
+    """Write a checkpoint of plain values; refuse anything that would need pickling code."""
+    state = {"format": CHECKPOINT_FORMAT, **state}
+    tmp = Path(str(path) + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Load with ``weights_only=True``; a file carrying pickled objects is refused, not executed."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: refused to load, the file carries pickled Python objects that would run code "
+            f"(only checkpoints of plain tensors and values are loaded). Detail: {str(err).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a recbole-guided checkpoint (format {CHECKPOINT_FORMAT!r} expected)")
+    return checkpoint
+
+
+def check_checkpoint_matches(checkpoint: dict, path, model_name: str, dataset) -> None:
+    """A checkpoint trained for another model or on another item vocabulary is refused."""
+    if checkpoint["model"] != model_name:
+        raise CheckpointError(f"{path}: made for model {checkpoint['model']}, not {model_name}")
+    if checkpoint["dataset"] != dataset.dataset_name or checkpoint["item_tokens"] != item_tokens(dataset):
+        raise CheckpointError(
+            f"{path}: made for dataset {checkpoint['dataset']} with {len(checkpoint['item_tokens'])} item ids, "
+            f"not {dataset.dataset_name} with {dataset.item_num} (the item ids must be the same)"
+        )
+
+
+def _rng_state(train_data) -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": _to_lists(random.getstate()),
+        "train_loader": train_data.generator.get_state() if train_data is not None else None,
+    }
+
+
+def _set_rng_state(state: dict, train_data) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(_to_tuples(state["python"]))
+    if train_data is not None and state["train_loader"] is not None:
+        train_data.generator.set_state(state["train_loader"])
+
+
+def _to_lists(value):
+    return [_to_lists(v) for v in value] if isinstance(value, tuple) else value
+
+
+def _to_tuples(value):
+    return tuple(_to_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+class SafeTrainer(Trainer):
+    """RecBole's Trainer with safe checkpoints, exact resume, and per-epoch training times."""
+
+    def __init__(self, config, model, dataset):
+        super().__init__(config, model)
+        self.dataset = dataset  # names the item ids that a checkpoint is valid for
+        self.epoch_seconds: list[float] = []
+        self._train_data = None
+        self._resume_rng = None
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self._train_data = train_data
+        if self._resume_rng is not None:
+            _set_rng_state(self._resume_rng, train_data)
+            self._resume_rng = None
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        start = time.perf_counter()
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        self.epoch_seconds.append(time.perf_counter() - start)
+        return loss
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        save_checkpoint(
+            saved_model_file,
+            model=self.config["model"],
+            dataset=self.dataset.dataset_name,
+            item_tokens=item_tokens(self.dataset),
+            config=json.dumps(plain_config(self.config)),
+            external_config=json.dumps(self.config.external_config_dict, default=str),
+            epoch=epoch,
+            cur_step=self.cur_step,
+            best_valid_score=float(self.best_valid_score),
+            best_valid_result={k: float(v) for k, v in (self.best_valid_result or {}).items()},
+            state_dict=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            rng=_rng_state(self._train_data),
+        )
+        if verbose:
+            self.logger.info(f"Saving current: {saved_model_file}")
+
+    def resume_checkpoint(self, resume_file):
+        checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        check_checkpoint_matches(checkpoint, resume_file, self.config["model"], self.dataset)
+        self.saved_model_file = str(resume_file)
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.best_valid_result = checkpoint["best_valid_result"] or None
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self._resume_rng = checkpoint["rng"]
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if load_best_model:
+            checkpoint_file = model_file or self.saved_model_file
+            checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
+            self.model.load_state_dict(checkpoint["state_dict"])
+            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)

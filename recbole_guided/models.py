@@ -1,0 +1,69 @@
+"""GuidedSASRec, GuidedBERT4Rec, GuidedGRU4Rec: the RecBole parents with a refined item table.
+
+All three are the same few lines (``GuidedRecommender``) placed before their parent: the parent
+builds and initializes its network, then the item table is swapped for the refined one and, if
+enabled, user guided vectors add ``<p_u, g_i>`` to every score. Forward, loss and scoring are the
+parent's own.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
+
+from recbole_guided.refined_embedding import build_refined_embedding
+from recbole_guided.user_guided import build_user_guided
+
+
+class GuidedRecommender:
+    """Mixin for a RecBole sequential model whose item table is ``item_embedding``."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)  # re-initializes every embedding: replace the table after
+        self.item_embedding = build_refined_embedding(config, dataset, self.item_embedding)
+        self.user_guided = build_user_guided(config, dataset, self.item_embedding)
+        self._users = None  # the batch's user ids while a scoring method runs
+
+    @property
+    def parent_class(self):
+        return next(c for c in type(self).__mro__ if c.__module__.startswith("recbole.model."))
+
+    def forward(self, *args, **kwargs):
+        output = super().forward(*args, **kwargs)
+        if self._users is None:
+            return output
+        return output + self.user_guided.offset(self._users, output)
+
+    @contextmanager
+    def _scoring_users(self, interaction):
+        """The parents' forward takes no user id; hand the batch's users to ``forward`` meanwhile."""
+        self._users = interaction[self.USER_ID] if self.user_guided is not None else None
+        try:
+            yield
+        finally:
+            self._users = None
+
+    def calculate_loss(self, interaction):
+        with self._scoring_users(interaction):
+            return super().calculate_loss(interaction)
+
+    def predict(self, interaction):
+        with self._scoring_users(interaction):
+            return super().predict(interaction)
+
+    def full_sort_predict(self, interaction):
+        with self._scoring_users(interaction):
+            return super().full_sort_predict(interaction)
+
+
+class GuidedSASRec(GuidedRecommender, SASRec):
+    """SASRec over refined item embeddings."""
+
+
+class GuidedBERT4Rec(GuidedRecommender, BERT4Rec):
+    """BERT4Rec over refined item embeddings; the mask row has a zero guided part."""
+
+
+class GuidedGRU4Rec(GuidedRecommender, GRU4Rec):
+    """GRU4Rec over refined item embeddings (width ``embedding_size``)."""

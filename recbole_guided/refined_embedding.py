@@ -1,0 +1,122 @@
+"""The refined item embedding ``e_i = [b_i ; g_i]``: PCA-reduced base part + normalized guided part.
+
+``RefinedItemEmbedding`` is a drop-in for the parents' ``nn.Embedding``: they read ``.weight``
+for their CE logits and full ranking, and call the module for lookups, so nothing else changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbole_guided.errors import ConfigError
+from recbole_guided.guided_sources import item_base, item_guided
+
+NORMALIZATIONS = ("zscore", "minmax", "none")
+
+
+def normalize_columns(values: np.ndarray, method: str) -> np.ndarray:
+    """Per-attribute normalization, statistics over the given (real item) rows only."""
+    if method == "none":
+        return values.copy()
+    if method == "zscore":
+        center, spread = values.mean(axis=0), values.std(axis=0)
+    elif method == "minmax":
+        center, spread = values.min(axis=0), values.max(axis=0) - values.min(axis=0)
+    else:
+        raise ConfigError(f"guided_norm '{method}' unknown; expected one of {NORMALIZATIONS}")
+    # A constant attribute carries no information: it becomes 0 rather than NaN.
+    return np.divide(values - center, spread, out=np.zeros_like(values), where=spread > 0)
+
+
+def pca_reduce(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """Project centered ``vectors`` on their ``dim`` leading principal axes (the most variance)."""
+    if dim > vectors.shape[1]:
+        raise ConfigError(
+            f"the base part needs {dim} dimensions but the base embeddings have only {vectors.shape[1]}"
+        )
+    centered = vectors - vectors.mean(axis=0)
+    _, _, vt = np.linalg.svd(centered, full_matrices=False)
+    return centered @ vt[:dim].T
+
+
+class RefinedItemEmbedding(nn.Module):
+    """Item table whose row ``i`` is ``[base_i ; guided_i]``.
+
+    Row 0 (padding) is always zero. Rows at or past ``n_items`` (BERT4Rec's mask token) have a zero
+    guided part, since no attribute describes them, and a trainable base part.
+    """
+
+    def __init__(self, base: torch.Tensor, guided: torch.Tensor, n_items: int,
+                 base_trainable: bool = True, guided_trainable: bool = False,
+                 attributes: list[str] | None = None):
+        super().__init__()
+        if base.shape[0] != guided.shape[0]:
+            raise ValueError(f"base has {base.shape[0]} rows, guided {guided.shape[0]}")
+        n_rows = base.shape[0]
+        self.base = nn.Parameter(base.float().clone(), requires_grad=base_trainable)
+        self.guided = nn.Parameter(guided.float().clone(), requires_grad=guided_trainable)
+        rows = torch.arange(n_rows).unsqueeze(1)
+        self.register_buffer("base_mask", (rows != 0).float(), persistent=False)
+        self.register_buffer("guided_mask", ((rows != 0) & (rows < n_items)).float(), persistent=False)
+        self.attributes = list(attributes or [f"g{k}" for k in range(guided.shape[1])])
+
+    @property
+    def base_dim(self) -> int:
+        return self.base.shape[1]
+
+    @property
+    def guided_dim(self) -> int:
+        return self.guided.shape[1]
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.base_dim + self.guided_dim
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.base.shape[0]
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return torch.cat([self.base * self.base_mask, self.guided * self.guided_mask], dim=1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.weight)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_embeddings}, base={self.base_dim} (trainable={self.base.requires_grad}), "
+                f"guided={self.guided_dim} (trainable={self.guided.requires_grad})")
+
+
+def build_refined_embedding(config, dataset, parent_table: nn.Embedding) -> RefinedItemEmbedding:
+    """Replace a parent's freshly initialized item table with the refined one (same shape)."""
+    use_base, use_guided = config["use_base"], config["use_guided"]
+    if not use_base and not use_guided:
+        raise ConfigError("use_base and use_guided are both False: the refined embedding would be empty")
+    n_rows, width = parent_table.weight.shape
+    n_items = dataset.item_num
+    attributes, raw = item_guided(config, dataset) if use_guided else ([], np.zeros((n_items, 0)))
+    guided = np.zeros((n_rows, len(attributes)))
+    guided[1:n_items] = normalize_columns(raw[1:], config["guided_norm"]) * config["guided_scale"]
+
+    base_dim = config["base_dim"] if config["base_dim"] is not None else width - len(attributes)
+    if base_dim + len(attributes) != width:
+        raise ConfigError(
+            f"base_dim ({base_dim}) + {len(attributes)} guided attributes must equal the model width {width}"
+        )
+    if base_dim < 0:
+        raise ConfigError(f"{len(attributes)} guided attributes do not fit in the model width {width}")
+    base = np.zeros((n_rows, base_dim))
+    if use_base and base_dim:
+        base[1:n_items] = pca_reduce(item_base(config, dataset)[1:], base_dim)
+        # Special rows (BERT4Rec's mask token) keep the parent's fresh initialization.
+        base[n_items:] = parent_table.weight.detach()[n_items:, :base_dim].double().numpy()
+    return RefinedItemEmbedding(
+        torch.from_numpy(base), torch.from_numpy(guided), n_items,
+        base_trainable=use_base and config["base_trainable"],
+        guided_trainable=config["guided_trainable"],
+        attributes=attributes,
+    )

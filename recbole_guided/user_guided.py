@@ -1,0 +1,76 @@
+"""User guided vectors ``p_u``: one weight per attribute, adding ``<p_u, g_i>`` to every score."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbole_guided.data_files import GuidedTable, align_rows
+from recbole_guided.errors import ConfigError
+from recbole_guided.guided_sources import dataset_file
+from recbole_guided.refined_embedding import normalize_columns
+
+USER_INITS = ("history", "file")
+
+
+def training_histories(train_dataset) -> list[set[int]]:
+    """Item ids each user interacted with in the training split (index = user id).
+
+    ``train_dataset`` is the split RecBole hands to models: after leave-one-out its rows are
+    training targets with their (training) item lists, so validation and test items never appear.
+    """
+    inter = train_dataset.inter_feat
+    users = inter[train_dataset.uid_field].numpy()
+    targets = inter[train_dataset.iid_field].numpy()
+    lists = inter[train_dataset.iid_field + train_dataset.config["LIST_SUFFIX"]].numpy()
+    histories = [set() for _ in range(train_dataset.user_num)]
+    for user, target, items in zip(users, targets, lists):
+        histories[user].add(int(target))
+        histories[user].update(int(i) for i in items if i)
+    return histories
+
+
+def history_profiles(histories: list[set[int]], item_guided: np.ndarray) -> np.ndarray:
+    """Mean guided vector of each user's training items (zero for a user without any)."""
+    profiles = np.zeros((len(histories), item_guided.shape[1]))
+    for user, items in enumerate(histories):
+        if items:
+            profiles[user] = item_guided[sorted(items)].mean(axis=0)
+    return profiles
+
+
+class UserGuidedEmbedding(nn.Module):
+    """``p_u`` per user; ``offset`` lifts it into the guided coordinates of the model's width."""
+
+    def __init__(self, profiles: torch.Tensor, base_dim: int, trainable: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(profiles.float().clone(), requires_grad=trainable)
+        self.register_buffer("initial", profiles.float().clone())  # kept to explain what was learned
+        self.base_dim = base_dim
+
+    def offset(self, users: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """Zeros on the base coordinates and ``p_u`` on the guided ones, shaped to add to ``output``."""
+        lifted = F.pad(self.weight[users], (self.base_dim, 0))
+        return lifted.unsqueeze(1) if output.dim() == 3 else lifted
+
+
+def build_user_guided(config, train_dataset, items) -> UserGuidedEmbedding | None:
+    if not config["user_guided"] or items.guided_dim == 0:
+        return None
+    init = config["user_guided_init"]
+    if init == "history":
+        item_guided = (items.guided * items.guided_mask).detach().double().numpy()
+        profiles = history_profiles(training_histories(train_dataset), item_guided)
+    elif init == "file":
+        path = config["user_guided_file"] or dataset_file(config, "uguided")
+        table = GuidedTable.read(path, key_field=train_dataset.uid_field)
+        table.check_attributes(items.attributes, "the item guided attributes")
+        id2token = train_dataset.field2id_token[train_dataset.uid_field]
+        profiles = align_rows(table.tokens, table.values, id2token, str(path), what="user",
+                              missing=config["missing_items"])
+        profiles[1:] = normalize_columns(profiles[1:], config["guided_norm"]) * config["guided_scale"]
+    else:
+        raise ConfigError(f"user_guided_init '{init}' unknown; expected one of {USER_INITS}")
+    return UserGuidedEmbedding(torch.from_numpy(profiles), items.base_dim, config["user_guided_trainable"])
