@@ -34,9 +34,25 @@ def item_tokens(dataset) -> list[str]:
     return [str(t) for t in dataset.field2id_token[dataset.iid_field]]
 
 
+_PLAIN = (torch.Tensor, int, float, str, bool, type(None), torch.Size, torch.dtype)
+
+
+def _check_plain(value, where: str) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_plain(key, where)
+            _check_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for k, item in enumerate(value):
+            _check_plain(item, f"{where}[{k}]")
+    elif not isinstance(value, _PLAIN):
+        raise TypeError(f"checkpoint value {where} is a {type(value).__name__}; only plain values are saved")
+
+
 def save_checkpoint(path, **state) -> None:
     """Write a checkpoint of plain values; refuse anything that would need pickling code."""
     state = {"format": CHECKPOINT_FORMAT, **state}
+    _check_plain(state, "checkpoint")
     tmp = Path(str(path) + ".tmp")
     torch.save(state, tmp)
     tmp.replace(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -66,6 +67,13 @@ class GuidedConfig(Config):
         if isinstance(model, str):
             model = get_model(model)
         return super()._get_model_and_dataset(model, dataset)
+
+    def _set_default_parameters(self):
+        data_root = self.final_config_dict["data_path"]
+        super()._set_default_parameters()
+        # RecBole 1.2.1 points ml-100k at its own example copy whatever data_path says, so a
+        # user's ml-100k files (e.g. ml-100k.guided) would be ignored: honour data_path.
+        self.final_config_dict["data_path"] = os.path.join(data_root, self.dataset)
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)

@@ -1,0 +1,147 @@
+"""The three Guided models: refined table shape, alignment by token, special rows, training."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import prepare
+from recbole.utils import init_seed
+from synthetic import ATTRIBUTES
+
+from recbole_guided.compat import SafeTrainer
+from recbole_guided.config import PLUGIN_KEYS, PROPERTIES
+from recbole_guided.data_files import BaseEmbeddings, GuidedTable
+from recbole_guided.refined_embedding import RefinedItemEmbedding, normalize_columns, pca_reduce
+
+MODELS = ["GuidedSASRec", "GuidedBERT4Rec", "GuidedGRU4Rec"]
+WIDTH_KEY = {"GuidedSASRec": "hidden_size", "GuidedBERT4Rec": "hidden_size", "GuidedGRU4Rec": "embedding_size"}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_yaml_naming_only_the_model_trains_and_evaluates(tiny_root, tmp_path, name):
+    from recbole_guided.quick_start import train_and_evaluate
+
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text(f"model: {name}\ndataset: tiny\n")
+    config, *_ = prepare(None, tiny_root, config_files=[str(yaml_file)])
+    assert config["model"] == name
+    result = train_and_evaluate(config)
+    assert set(result["test_result"]) == {"recall@5", "mrr@5", "ndcg@5"}
+    assert 0.0 <= result["test_result"]["recall@5"] <= 1.0
+    assert result["epochs_trained"] == 1 and result["seconds_per_epoch"] > 0
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_refined_table_has_parent_width_and_aligns_by_token(tiny_root, name):
+    config, dataset, _, model = prepare(name, tiny_root, user_guided=False)
+    table = model.item_embedding
+    assert isinstance(table, RefinedItemEmbedding)
+    assert table.embedding_dim == config[WIDTH_KEY[name]] == 16
+    assert table.guided_dim == len(ATTRIBUTES) and table.attributes == ATTRIBUTES
+
+    # The guided file lists items in another order than the dataset: rows must follow tokens.
+    guided = GuidedTable.read(tiny_root / "tiny" / "tiny.guided")
+    id2token = dataset.field2id_token[dataset.iid_field]
+    expected = normalize_columns(guided.values, "zscore")  # every file item is in the dataset
+    row_of = {t: i for i, t in enumerate(guided.tokens)}
+    for item_id in range(1, dataset.item_num):
+        np.testing.assert_allclose(
+            table.weight[item_id, table.base_dim:].detach().numpy(), expected[row_of[id2token[item_id]]], rtol=1e-5
+        )
+
+    # Base part: the PCA of the file's vectors, row by row (compared through dot products,
+    # which do not depend on the sign SVD picks for each axis).
+    base = BaseEmbeddings.read(tiny_root / "tiny" / "tiny-base.npz")
+    reduced = pca_reduce(base.vectors, table.base_dim)
+    order = [base.tokens.index(id2token[i]) for i in range(1, dataset.item_num)]
+    ours = table.weight[1 : dataset.item_num, : table.base_dim].detach().double().numpy()
+    np.testing.assert_allclose(ours @ ours.T, reduced[order] @ reduced[order].T, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_frozen_parts_stay_and_trainable_parts_move_and_pad_stays_zero(tiny_root, name):
+    config, dataset, (train, valid, _), model = prepare(name, tiny_root)
+    table = model.item_embedding
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = SafeTrainer(config, model, dataset)
+    trainer._train_epoch(train, 0)
+    after = dict(model.named_parameters())
+    assert not table.guided.requires_grad
+    assert torch.equal(before["item_embedding.guided"], after["item_embedding.guided"])
+    assert table.base.requires_grad
+    assert not torch.equal(before["item_embedding.base"], after["item_embedding.base"])
+    assert not torch.equal(before["user_guided.weight"], after["user_guided.weight"])
+    assert torch.count_nonzero(table.weight[0]) == 0
+
+
+def test_options_freeze_base_and_train_guided(tiny_root):
+    config, dataset, (train, *_), model = prepare("GuidedSASRec", tiny_root, base_trainable=False, guided_trainable=True)
+    table = model.item_embedding
+    base0, guided0 = table.base.detach().clone(), table.guided.detach().clone()
+    SafeTrainer(config, model, dataset)._train_epoch(train, 0)
+    assert torch.equal(table.base, base0)
+    assert not torch.equal(table.guided, guided0)
+
+
+def test_bert4rec_mask_row_has_zero_guided_part_and_trainable_base(tiny_root):
+    config, dataset, (train, *_), model = prepare("GuidedBERT4Rec", tiny_root)
+    table = model.item_embedding
+    mask = model.mask_token
+    assert mask == dataset.item_num and table.num_embeddings == dataset.item_num + 1
+    assert torch.count_nonzero(table.weight[mask, table.base_dim:]) == 0
+    assert torch.count_nonzero(table.weight[mask, : table.base_dim]) > 0
+    # The last real item keeps its own row (no shift when the mask row is appended).
+    assert torch.count_nonzero(table.weight[mask - 1, table.base_dim:]) > 0
+    mask_base0 = table.weight[mask, : table.base_dim].detach().clone()
+    SafeTrainer(config, model, dataset)._train_epoch(train, 0)
+    assert not torch.equal(table.weight[mask, : table.base_dim], mask_base0)
+    assert torch.count_nonzero(table.weight[mask, table.base_dim:]) == 0
+    assert torch.count_nonzero(table.weight[0]) == 0
+
+
+def test_pca_keeps_the_most_variance_like_a_direct_svd():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 10)) @ np.diag([5, 4, 3, 2, 1, 0.5, 0.4, 0.3, 0.2, 0.1])
+    reduced = pca_reduce(x, 3)
+    singular = np.linalg.svd(x - x.mean(0), compute_uv=False)
+    np.testing.assert_allclose((reduced**2).sum(), (singular[:3] ** 2).sum(), rtol=1e-9)
+    np.testing.assert_allclose(np.sort(reduced.var(0))[::-1], singular[:3] ** 2 / 200, rtol=1e-9)
+
+
+def test_reduced_base_only_takes_full_width(tiny_root):
+    _, _, _, model = prepare("GuidedSASRec", tiny_root, use_guided=False)
+    assert model.item_embedding.base_dim == 16 and model.item_embedding.guided_dim == 0
+    assert model.user_guided is None
+
+
+@pytest.mark.parametrize("source,attributes", [("random", 4), ("metadata", 4)])
+def test_ablation_sources_replace_the_guided_part(tiny_root, source, attributes):
+    _, _, _, model = prepare("GuidedSASRec", tiny_root, guided_source=source)
+    table = model.item_embedding
+    assert table.guided_dim == attributes
+    if source == "metadata":
+        assert table.attributes == ["Action", "Comedy", "Drama", "Horror"]
+
+
+def test_model_yamls_carry_the_parent_keys_unchanged_plus_plugin_keys():
+    import recbole
+
+    recbole_props = __import__("pathlib").Path(recbole.__file__).parent / "properties" / "model"
+    for name in MODELS:
+        parent = yaml.safe_load((recbole_props / f"{name.removeprefix('Guided')}.yaml").read_text())
+        ours = yaml.safe_load((PROPERTIES / "model" / f"{name}.yaml").read_text())
+        assert {k: ours[k] for k in parent} == parent
+        assert set(ours) - set(parent) == set(PLUGIN_KEYS)
+
+
+def test_same_seed_gives_the_parent_network_the_same_initialization(tiny_root):
+    """Apart from the item table, a Guided model starts exactly where its parent does."""
+    from recbole.model.sequential_recommender import SASRec
+
+    config, _, (train, *_), guided = prepare("GuidedSASRec", tiny_root)
+    init_seed(config["seed"], config["reproducibility"])
+    parent = SASRec(config, train._dataset)
+    theirs = parent.state_dict()
+    for key, value in guided.state_dict().items():
+        if key.startswith("position_embedding") or key.startswith("trm_encoder"):
+            assert torch.equal(value, theirs[key]), key
