@@ -56,6 +56,19 @@ class GuidedRecommender:
         with self._scoring_users(interaction):
             return super().full_sort_predict(interaction)
 
+    def user_representation(self, interaction):
+        """``h_u`` (with ``p_u`` on the guided coordinates) that ``full_sort_predict`` multiplies
+        with the item table: ``scores = user_representation @ item_table.T + item_bias``."""
+        with self._scoring_users(interaction):
+            return self._sequence_output(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+
+    def _sequence_output(self, item_seq, item_seq_len):
+        return self.forward(item_seq, item_seq_len)
+
+    def item_bias(self):
+        """Per-item score offset outside the dot product (BERT4Rec's ``output_bias``), or ``None``."""
+        return None
+
 
 class GuidedSASRec(GuidedRecommender, SASRec):
     """SASRec over refined item embeddings."""
@@ -63,6 +76,13 @@ class GuidedSASRec(GuidedRecommender, SASRec):
 
 class GuidedBERT4Rec(GuidedRecommender, BERT4Rec):
     """BERT4Rec over refined item embeddings; the mask row has a zero guided part."""
+
+    def _sequence_output(self, item_seq, item_seq_len):
+        item_seq = self.reconstruct_test_data(item_seq, item_seq_len)  # as in full_sort_predict
+        return self.gather_indexes(self.forward(item_seq), item_seq_len - 1)
+
+    def item_bias(self):
+        return self.output_bias
 
 
 class GuidedGRU4Rec(GuidedRecommender, GRU4Rec):
