@@ -1,0 +1,135 @@
+"""The benchmark sweep: models x datasets x seeds x variants, one RecBole config for all.
+
+Every run appends one row to a CSV as soon as it finishes, so an interrupted sweep resumes and
+skips what is done. ``report`` turns the CSV into ``docs/benchmarks.md``.
+
+    python run_recbole_guided.py benchmark --sweep=benchmarks/configs/ml-100k.yaml
+    python run_recbole_guided.py benchmark --sweep=benchmarks/configs/ml-100k.yaml --report_only=True
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import platform
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from recbole_guided.config import REPO_ROOT
+from recbole_guided.errors import ConfigError
+
+# Each variant: the model to run (the Guided model or its parent) and the settings it changes.
+VARIANTS = {
+    "base": None,  # recorded from the base stage of the Guided runs: the parent as RecBole ships it
+    "guided": {"user_guided": True},
+    "guided-no-user": {"user_guided": False},
+    "reduced-base-only": {"use_guided": False},
+    "random-guided": {"guided_source": "random"},
+    "metadata-guided": {"guided_source": "metadata"},
+}
+METRICS = ["mrr@10", "ndcg@10", "recall@10", "mrr@20", "ndcg@20", "recall@20", "hit@10"]
+COLUMNS = ["dataset", "model", "variant", "seed", *[f"test_{m}" for m in METRICS],
+           *[f"valid_{m}" for m in METRICS], "seconds_per_epoch", "epochs_trained", "finished", "commit"]
+
+
+def load_sweep(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: sweep file not found")
+    sweep = yaml.safe_load(path.read_text())
+    for key in ("datasets", "models", "seeds", "variants", "config_files", "results"):
+        if key not in sweep:
+            raise ConfigError(f"{path}: missing key '{key}'")
+    unknown = set(sweep["variants"]) - set(VARIANTS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown variants {sorted(unknown)}; expected some of {list(VARIANTS)}")
+    return sweep
+
+
+def done_runs(results: Path) -> set[tuple]:
+    if not results.is_file():
+        return set()
+    with open(results, newline="") as f:
+        return {(r["dataset"], r["model"], r["variant"], int(r["seed"])) for r in csv.DictReader(f)}
+
+
+def append_row(results: Path, row: dict) -> None:
+    """One finished run, appended and flushed at once (a killed sweep loses at most the run in flight)."""
+    results.parent.mkdir(parents=True, exist_ok=True)
+    new = not results.is_file()
+    with open(results, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        f.flush()
+
+
+def _row(dataset, model, variant, seed, result) -> dict:
+    row = {"dataset": dataset, "model": model, "variant": variant, "seed": seed,
+           "seconds_per_epoch": f"{result['seconds_per_epoch']:.2f}", "epochs_trained": result["epochs_trained"],
+           "finished": datetime.datetime.now().isoformat(timespec="seconds"), "commit": git_commit()}
+    for split in ("test", "valid"):
+        values = result["test_result" if split == "test" else "best_valid_result"]
+        row.update({f"{split}_{m}": values.get(m, "") for m in METRICS})
+    return row
+
+
+def run_sweep(sweep: dict, cmd_args=()) -> Path:
+    """Run every (dataset, model, seed, variant) not yet in the results CSV."""
+    from recbole_guided.quick_start import run_recbole_guided
+
+    results = REPO_ROOT / sweep["results"]
+    config_files = [str(REPO_ROOT / f) for f in sweep["config_files"]]
+    for dataset in sweep["datasets"]:
+        for seed in sweep["seeds"]:
+            for model in sweep["models"]:
+                guided_variants = [v for v in sweep["variants"] if v != "base"]
+                for variant in guided_variants:
+                    done = done_runs(results)
+                    if (dataset, model, variant, seed) in done:
+                        continue
+                    settings = {**(sweep.get("settings") or {}), **VARIANTS[variant], "seed": seed}
+                    result = run_recbole_guided(model, dataset, config_files, settings, cmd_args=cmd_args)
+                    # The base stage ran (or was reused) with the same data, split and seed.
+                    parent = result["baseline"]
+                    if "base" in sweep["variants"] and (dataset, model, "base", seed) not in done:
+                        append_row(results, _row(dataset, model, "base", seed, parent))
+                    append_row(results, _row(dataset, model, variant, seed, result))
+    return results
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> str:
+    import os
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    return f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, {platform.python_version()}"
+
+
+def main(argv: list[str]) -> int:
+    from recbole_guided.benchmark_report import write_report
+
+    parser = argparse.ArgumentParser(prog="run_recbole_guided.py benchmark")
+    parser.add_argument("--sweep", default=str(REPO_ROOT / "benchmarks" / "configs" / "ml-100k.yaml"))
+    parser.add_argument("--report_only", default="False", choices=["True", "False"])
+    parser.add_argument("--report", default=str(REPO_ROOT / "docs" / "benchmarks.md"))
+    args, overrides = parser.parse_known_args(argv)
+    sweep = load_sweep(args.sweep)
+    if args.report_only == "False":
+        run_sweep(sweep, cmd_args=overrides)
+    write_report(sweep, args.sweep, Path(args.report))
+    print(f"report written to {args.report}")
+    return 0
