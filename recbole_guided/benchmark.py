@@ -84,10 +84,10 @@ def run_sweep(sweep: dict, cmd_args=()) -> Path:
 
     results = REPO_ROOT / sweep["results"]
     config_files = [str(REPO_ROOT / f) for f in sweep["config_files"]]
+    guided_variants = [v for v in sweep["variants"] if v != "base"]
     for dataset in sweep["datasets"]:
-        for seed in sweep["seeds"]:
-            for model in sweep["models"]:
-                guided_variants = [v for v in sweep["variants"] if v != "base"]
+        for model in sweep["models"]:  # model-major: the first model's table completes first
+            for seed in sweep["seeds"]:
                 for variant in guided_variants:
                     done = done_runs(results)
                     if (dataset, model, variant, seed) in done:
@@ -95,9 +95,8 @@ def run_sweep(sweep: dict, cmd_args=()) -> Path:
                     settings = {**(sweep.get("settings") or {}), **VARIANTS[variant], "seed": seed}
                     result = run_recbole_guided(model, dataset, config_files, settings, cmd_args=cmd_args)
                     # The base stage ran (or was reused) with the same data, split and seed.
-                    parent = result["baseline"]
                     if "base" in sweep["variants"] and (dataset, model, "base", seed) not in done:
-                        append_row(results, _row(dataset, model, "base", seed, parent))
+                        append_row(results, _row(dataset, model, "base", seed, result["baseline"]))
                     append_row(results, _row(dataset, model, variant, seed, result))
     return results
 

@@ -26,7 +26,7 @@ def read_rows(path: Path) -> list[dict]:
 
 def by_seed(rows, dataset, model, variant, metric) -> dict[int, float]:
     return {int(r["seed"]): float(r[f"test_{metric}"]) for r in rows
-            if (r["dataset"], r["model"], r["variant"]) == (dataset, model, variant)}
+            if (r["dataset"], r["model"], r["variant"]) == (dataset, model, variant) and r[f"test_{metric}"]}
 
 
 def mean_std(values) -> str:

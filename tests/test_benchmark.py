@@ -1,0 +1,47 @@
+"""The sweep appends one row per run, resumes without redoing runs, and reports honestly."""
+
+import csv
+
+import yaml
+from synthetic import tiny_config
+
+from recbole_guided import benchmark
+from recbole_guided.benchmark import load_sweep, run_sweep
+from recbole_guided.benchmark_report import write_report
+
+
+def test_sweep_appends_rows_resumes_and_reports(tiny_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(benchmark, "REPO_ROOT", tmp_path)
+    settings = tiny_config(tiny_root, checkpoint_dir=str(tmp_path / "saved"), topk=[10, 20], valid_metric="MRR@10")
+    settings.pop("base_embedding_file")
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(settings))
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "datasets": ["tiny"], "models": ["GuidedGRU4Rec"], "seeds": [1, 2],
+        "variants": ["base", "guided", "random-guided"], "config_files": ["tiny.yaml"],
+        "settings": {"epochs": 1}, "results": "results.csv",
+    }))
+    sweep = load_sweep(sweep_file)
+    results = run_sweep(sweep)
+    with open(results) as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["variant"], r["seed"]) for r in rows) == sorted(
+        (v, s) for v in ("base", "guided", "random-guided") for s in ("1", "2"))
+    assert all(0 <= float(r["test_mrr@10"]) <= float(r["test_recall@20"]) <= 1 for r in rows)
+
+    # Resuming: a finished sweep runs nothing more; a deleted row is the only run redone.
+    rows_kept = [r for r in rows if not (r["variant"] == "random-guided" and r["seed"] == "2")]
+    with open(results, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=benchmark.COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows_kept)
+    run_sweep(sweep)
+    with open(results) as f:
+        again = list(csv.DictReader(f))
+    assert len(again) == len(rows) and again[-1]["variant"] == "random-guided" and again[-1]["seed"] == "2"
+
+    report = tmp_path / "benchmarks.md"
+    monkeypatch.setattr("recbole_guided.benchmark_report.REPO_ROOT", tmp_path)
+    write_report(sweep, sweep_file, report)
+    text = report.read_text()
+    assert "Sweep status: **complete**" in text and "| guided | 2 |" in text and "p=" in text
