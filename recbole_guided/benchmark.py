@@ -125,10 +125,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sweep", default=str(REPO_ROOT / "benchmarks" / "configs" / "ml-100k.yaml"))
     parser.add_argument("--report_only", default="False", choices=["True", "False"])
     parser.add_argument("--report", default=str(REPO_ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--variants", default=None, help="comma separated: run only these variants now")
     args, overrides = parser.parse_known_args(argv)
     sweep = load_sweep(args.sweep)
     if args.report_only == "False":
-        run_sweep(sweep, cmd_args=overrides)
+        only = args.variants.split(",") if args.variants else sweep["variants"]
+        run_sweep({**sweep, "variants": [v for v in sweep["variants"] if v in only]}, cmd_args=overrides)
     write_report(sweep, args.sweep, Path(args.report))
     print(f"report written to {args.report}")
     return 0

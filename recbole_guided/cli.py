@@ -19,7 +19,6 @@ COMMANDS = ("train", "score", "explain", "benchmark")
 
 
 def train_main(argv: list[str]) -> int:
-    from recbole_guided.config import GuidedConfig
     from recbole_guided.data_files import atomic_path
     from recbole_guided.quick_start import comparison_table, results_record, run_recbole_guided
 
@@ -43,9 +42,8 @@ def train_main(argv: list[str]) -> int:
     else:
         print(json.dumps({"test_result": dict(result["test_result"])}, indent=2))
     if args.results_file:
-        config = GuidedConfig(model, dataset, config_files, cmd_args=overrides)
         with atomic_path(args.results_file) as tmp:
-            tmp.write_text(json.dumps(results_record(result, config), indent=2))
+            tmp.write_text(json.dumps(results_record(result), indent=2))
         print(f"results written to {args.results_file}")
     return 0
 

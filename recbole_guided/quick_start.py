@@ -37,6 +37,8 @@ def train_and_evaluate(config, saved: bool = True) -> dict:
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "model": config["model"],
+        "dataset": config["dataset"],
+        "seed": config["seed"],
         "seconds_per_epoch": statistics.mean(trainer.epoch_seconds) if trainer.epoch_seconds else None,
         "epochs_trained": len(trainer.epoch_seconds),
         "saved_model_file": trainer.saved_model_file if saved else None,
@@ -90,15 +92,15 @@ def comparison_table(baseline: dict, guided: dict, split: str = "test_result") -
     return f"{split.replace('_result', '')} results (full ranking)\n" + "\n".join(rows)
 
 
-def results_record(result: dict, config) -> dict:
+def results_record(result: dict) -> dict:
     """The JSON written by ``--results_file``: both models' results and speeds."""
     def part(r):
         return {key: _plain(r[key]) for key in ("model", "best_valid_result", "test_result", "seconds_per_epoch")}
 
     return {
-        "model": config["model"],
-        "dataset": config["dataset"],
-        "seed": config["seed"],
+        "model": result["model"],
+        "dataset": result["dataset"],
+        "seed": result["seed"],
         "baseline": part(result["baseline"]) if result.get("baseline") else None,
         "guided": part(result),
     }
