@@ -30,7 +30,7 @@ def parent_model_name(model_class) -> str:
     return next(c.__name__ for c in model_class.__mro__ if c.__module__.startswith("recbole.model."))
 
 
-def run_base_stage(guided_config, model, dataset, config_file_list, config_dict, cmd_args) -> dict:
+def run_base_stage(guided_config, dataset, config_file_list, config_dict, cmd_args) -> dict:
     """Train (or reuse) the base model for this run; return its result and its embedding file."""
     from recbole_guided.quick_start import train_and_evaluate
 

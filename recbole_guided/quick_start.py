@@ -64,7 +64,7 @@ def run_recbole_guided(model=None, dataset=None, config_file_list=None, config_d
     logger.info(config)
     baseline = None
     if config["model"] in plugin_models():
-        baseline = run_base_stage(config, model, dataset, config_file_list, config_dict, cmd_args)
+        baseline = run_base_stage(config, dataset, config_file_list, config_dict, cmd_args)
         if config["base_embedding_file"] is None:
             config_dict = {**(config_dict or {}), "base_embedding_file": baseline["embedding_file"]}
             config = GuidedConfig(model, dataset, config_file_list, config_dict, cmd_args)
