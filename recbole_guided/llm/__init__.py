@@ -1,0 +1,1 @@
+"""The LLM side: attribute schemas, prompts, backends and the cached scorer that writes ``.guided``."""

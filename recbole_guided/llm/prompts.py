@@ -1,0 +1,124 @@
+"""What the LLM reads: item (or user) text from the atomic files, the salesperson prompt, and the
+answer format, plus the validation of free-form (``generate``) answers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from recbole_guided.errors import GuidedError, GuidedFileError
+from recbole_guided.llm.schema import AttributeSchema
+
+MODES = ("logprob", "generate")
+
+
+class AnswerError(GuidedError):
+    """An LLM answer that does not follow the schema (recorded, retried, reported)."""
+
+
+def read_item_texts(item_file: str | Path, schema: AttributeSchema) -> dict[str, str]:
+    """Item token -> the text the LLM reads, rendered with the schema's ``item_template``."""
+    item_file = Path(item_file)
+    if not item_file.is_file():
+        raise GuidedFileError(f"{item_file}: item file not found (the LLM reads the items' text from it)")
+    with open(item_file, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        fields = [cell.split(":")[0] for cell in header]
+        if not header[0].startswith("item_id:"):
+            raise GuidedFileError(f"{item_file}, line 1: expected the first column 'item_id:token', got '{header[0]}'")
+        schema.check_item_fields(fields, str(item_file))
+        texts = {}
+        for lineno, line in enumerate(f, start=2):
+            if not line.strip():
+                continue
+            cells = line.rstrip("\n").split("\t")
+            if len(cells) != len(fields):
+                raise GuidedFileError(f"{item_file}, line {lineno}: {len(cells)} cells, expected {len(fields)}")
+            row = dict(zip(fields, (c.strip() for c in cells)))
+            texts[row["item_id"]] = schema.item_template.format(**row)
+    return texts
+
+
+def _attribute_lines(schema: AttributeSchema) -> str:
+    lo, hi = schema.scale_min, schema.scale_max
+    return "\n".join(f"- {a.name}: {a.description} ({lo} = {a.low}; {hi} = {a.high})" for a in schema.attributes)
+
+
+def answer_instructions(schema: AttributeSchema, mode: str) -> str:
+    lo, hi = schema.scale_min, schema.scale_max
+    if mode == "logprob":
+        return (f"Answer with one line per attribute, in the order above, written as "
+                f"`<attribute>: <score>` with a whole number from {lo} to {hi}, and nothing else.")
+    example = ", ".join(f'"{name}": <{lo}-{hi}>' for name in schema.names)
+    return (f"Answer with a JSON object and nothing else: {{{example}}}, "
+            f"each score a whole number from {lo} to {hi}.")
+
+
+SUBJECT_SEPARATOR = "\n\n---\n"  # everything before it is the same for every item of a schema
+
+
+def item_messages(schema: AttributeSchema, item_text: str, mode: str) -> list[dict]:
+    """Instructions first and the item last, so a local model computes the shared part once."""
+    kind = schema.domain.rstrip("s")
+    question = (f"Rate the {kind} below from {schema.scale_min} (low) to {schema.scale_max} (high) on "
+                f"each attribute.\n\nAttributes:\n{_attribute_lines(schema)}\n\n"
+                f"{answer_instructions(schema, mode)}{SUBJECT_SEPARATOR}The {kind}: {item_text}")
+    return [{"role": "system", "content": schema.framing}, {"role": "user", "content": question}]
+
+
+def user_messages(schema: AttributeSchema, history_texts: list[str], mode: str) -> list[dict]:
+    history = "\n".join(f"{k}. {text}" for k, text in enumerate(history_texts, start=1))
+    question = (f"{schema.user_framing}\n\nRate how much the customer below wants each attribute, from "
+                f"{schema.scale_min} (not at all) to {schema.scale_max} (very much).\n\n"
+                f"Attributes:\n{_attribute_lines(schema)}\n\n{answer_instructions(schema, mode)}"
+                f"{SUBJECT_SEPARATOR}What the customer chose, most recent last:\n{history}")
+    return [{"role": "system", "content": schema.framing}, {"role": "user", "content": question}]
+
+
+def shared_prefix(text: str) -> str:
+    """The part of a rendered prompt that does not depend on the item (empty if none is marked)."""
+    cut = text.find(SUBJECT_SEPARATOR)
+    return "" if cut < 0 else text[:cut + len(SUBJECT_SEPARATOR)]
+
+
+def answer_prefix(attribute: str) -> str:
+    """Where ``logprob`` mode reads the score distribution: right after ``"<attribute>: "``."""
+    return f"{attribute}: "
+
+
+def plain_text(messages: list[dict]) -> str:
+    """A chat rendered for models or servers without a chat template."""
+    return "\n\n".join(m["content"] for m in messages) + "\n\n"
+
+
+def prompt_hash(messages: list[dict], mode: str) -> str:
+    """Identifies the question asked: a changed schema, template or mode is asked again."""
+    payload = json.dumps({"messages": messages, "mode": mode}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def parse_json_answer(text: str, schema: AttributeSchema) -> dict[str, float]:
+    """Scores from a ``generate`` answer, or ``AnswerError`` saying what is wrong with it."""
+    match = re.search(r"\{.*?\}", text, flags=re.S)
+    if not match:
+        raise AnswerError(f"no JSON object in the answer: {text[:120]!r}")
+    try:
+        data = json.loads(match.group(0))
+    except json.JSONDecodeError as err:
+        raise AnswerError(f"invalid JSON ({err.msg}): {match.group(0)[:120]!r}") from err
+    if not isinstance(data, dict):
+        raise AnswerError(f"expected a JSON object, got {type(data).__name__}")
+    missing = [name for name in schema.names if name not in data]
+    if missing:
+        raise AnswerError(f"attribute(s) {missing} missing from the answer")
+    scores = {}
+    for name in schema.names:
+        value = data[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise AnswerError(f"{name}: expected a number, got {value!r}")
+        if not schema.scale_min <= value <= schema.scale_max:
+            raise AnswerError(f"{name}: {value} is outside the scale {schema.scale_min}..{schema.scale_max}")
+        scores[name] = float(value)
+    return scores
