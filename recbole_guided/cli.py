@@ -2,7 +2,10 @@
 
     run_recbole_guided.py [train] --model=GuidedSASRec --dataset=ml-100k [--config_files="a.yaml b.yaml"]
                           [--results_file=out.json] [--any_recbole_key=value ...]
+                          [--resume_file=saved/<model>-<date>.pth]
     run_recbole_guided.py score ...      (LLM attribute scoring, see docs/llm_scoring.md)
+    run_recbole_guided.py explain ...    (attribute-level explanations, see recbole_guided/explain.py)
+    run_recbole_guided.py benchmark ...  (the sweep, see docs/benchmarks.md)
 
 User errors (bad files, unknown models, impossible options) print one clear message and exit 2.
 """
@@ -27,6 +30,7 @@ def train_main(argv: list[str]) -> int:
     parser.add_argument("--dataset", "-d", default=None, help="dataset name (default ml-100k)")
     parser.add_argument("--config_files", default=None, help="space separated YAML files")
     parser.add_argument("--results_file", default=None, help="write baseline vs Guided results as JSON here")
+    parser.add_argument("--resume_file", default=None, help="continue training from this checkpoint")
     args, overrides = parser.parse_known_args(argv)
     bad = [a for a in overrides if not (a.startswith("--") and "=" in a)]
     if bad:
@@ -36,7 +40,7 @@ def train_main(argv: list[str]) -> int:
     if model is None and not config_files:
         model = "GuidedSASRec"
     dataset = args.dataset or (None if config_files else "ml-100k")
-    result = run_recbole_guided(model, dataset, config_files, cmd_args=overrides)
+    result = run_recbole_guided(model, dataset, config_files, cmd_args=overrides, resume_file=args.resume_file)
     if result["baseline"] is not None:
         print(comparison_table(result["baseline"], result))
     else:

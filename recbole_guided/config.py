@@ -17,7 +17,7 @@ BUNDLED_DATA = REPO_ROOT / "dataset"
 
 # The keys the plugin adds to its parents' (documented in properties/model/Guided*.yaml).
 PLUGIN_KEYS = (
-    "guided_file", "guided_source", "metadata_field", "guided_norm", "guided_scale", "guided_trainable",
+    "guided_file", "guided_attributes", "guided_source", "metadata_field", "guided_norm", "guided_scale", "guided_trainable",
     "use_guided", "base_embedding_file", "base_model", "base_dim", "base_trainable", "use_base",
     "missing_items", "user_guided", "user_guided_init", "user_guided_file", "user_guided_trainable",
 )

@@ -107,10 +107,11 @@ class GuidedTable:
                 for token, row in zip(self.tokens, self.values):
                     f.write("\t".join([token] + [f"{v:.6g}" for v in row]) + "\n")
 
-    def check_attributes(self, expected: Sequence[str], source: str) -> None:
+    def check_attributes(self, expected: Sequence[str], source: str, path=None) -> None:
         if list(expected) != list(self.attributes):
+            where = f"{path}, line 1: " if path else ""
             raise GuidedFileError(
-                f"guided attributes {self.attributes} do not match {source}, "
+                f"{where}guided attributes {self.attributes} do not match {source}, "
                 f"which expects {list(expected)} (same names, same order)"
             )
 

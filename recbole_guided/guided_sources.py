@@ -26,6 +26,31 @@ def guided_file(config) -> Path:
     return Path(config["guided_file"]) if config["guided_file"] else dataset_file(config, "guided")
 
 
+def read_item_guided(config, key_field: str = "item_id") -> GuidedTable:
+    """The guided file, checked against the ``guided_attributes`` schema when one is named."""
+    path = guided_file(config)
+    table = GuidedTable.read(path, key_field=key_field)
+    if config["guided_attributes"]:
+        from recbole_guided.llm.schema import AttributeSchema
+
+        schema = AttributeSchema.load(config["guided_attributes"])
+        table.check_attributes(schema.names, f"the schema {schema.source}", path)
+    return table
+
+
+def preflight(config) -> None:
+    """Check the files and options a Guided run needs before anything trains, so a bad file is
+    reported in seconds rather than after the base stage."""
+    if not config["use_base"] and not config["use_guided"]:
+        raise ConfigError("use_base and use_guided are both False: the refined embedding would be empty")
+    if config["use_guided"] and (config["guided_source"] or "file") in ("file", "random"):
+        read_item_guided(config, config["ITEM_ID_FIELD"])
+    if config["base_embedding_file"]:
+        BaseEmbeddings.read(os.fspath(config["base_embedding_file"]))
+    if config["user_guided"] and config["user_guided_init"] == "file":
+        GuidedTable.read(config["user_guided_file"] or dataset_file(config, "uguided"), key_field=config["USER_ID_FIELD"])
+
+
 def item_guided(config, dataset) -> tuple[list[str], np.ndarray]:
     """Attribute names and the raw (unnormalized) guided matrix, row i = item id i, row 0 = pad."""
     id2token = dataset.field2id_token[dataset.iid_field]
@@ -33,7 +58,7 @@ def item_guided(config, dataset) -> tuple[list[str], np.ndarray]:
     if source == "metadata":
         return metadata_guided(config, id2token)
     path = guided_file(config)
-    table = GuidedTable.read(path, key_field=dataset.iid_field)
+    table = read_item_guided(config, dataset.iid_field)
     if source == "file":
         return table.attributes, align_rows(table.tokens, table.values, id2token, str(path),
                                            missing=config["missing_items"])

@@ -14,8 +14,11 @@ from recbole_guided.compat import SafeTrainer, check_checkpoint_matches, load_ch
 from recbole_guided.config import GuidedConfig, get_model, plugin_models
 
 
-def train_and_evaluate(config, saved: bool = True) -> dict:
-    """RecBole's standard pipeline for one model; returns ``run_recbole``'s dict plus timings."""
+def train_and_evaluate(config, saved: bool = True, resume_file=None) -> dict:
+    """RecBole's standard pipeline for one model; returns ``run_recbole``'s dict plus timings.
+
+    ``resume_file``: a checkpoint of this model and dataset to continue training from (a
+    checkpoint made for another model or item vocabulary is refused before training starts)."""
     logger = getLogger()
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
@@ -25,6 +28,8 @@ def train_and_evaluate(config, saved: bool = True) -> dict:
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model)
     trainer = SafeTrainer(config, model, dataset)
+    if resume_file:
+        trainer.resume_checkpoint(resume_file)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
@@ -48,15 +53,17 @@ def train_and_evaluate(config, saved: bool = True) -> dict:
 
 
 def run_recbole_guided(model=None, dataset=None, config_file_list=None, config_dict=None,
-                       saved: bool = True, cmd_args=()) -> dict:
+                       saved: bool = True, cmd_args=(), resume_file=None) -> dict:
     """Like ``recbole.quick_start.run_recbole``, for plugin and RecBole models alike.
 
     For a Guided model the base stage runs first (or its saved result is reused): the parent model
     is trained on the same data, split and seed, its item embeddings are exported, and the Guided
     model is built from them. The returned dict is ``run_recbole``'s plus ``seconds_per_epoch``,
     ``saved_model_file`` and ``baseline`` (the parent's result, ``None`` for a RecBole model).
+    ``resume_file`` continues the (Guided) model's training from one of its checkpoints.
     """
     from recbole_guided.base_stage import run_base_stage
+    from recbole_guided.guided_sources import preflight
 
     config = GuidedConfig(model, dataset, config_file_list, config_dict, cmd_args)
     init_logger(config)
@@ -64,11 +71,12 @@ def run_recbole_guided(model=None, dataset=None, config_file_list=None, config_d
     logger.info(config)
     baseline = None
     if config["model"] in plugin_models():
+        preflight(config)
         baseline = run_base_stage(config, dataset, config_file_list, config_dict, cmd_args)
         if config["base_embedding_file"] is None:
             config_dict = {**(config_dict or {}), "base_embedding_file": baseline["embedding_file"]}
             config = GuidedConfig(model, dataset, config_file_list, config_dict, cmd_args)
-    result = _public(train_and_evaluate(config, saved=saved))
+    result = _public(train_and_evaluate(config, saved=saved, resume_file=resume_file))
     result["baseline"] = baseline
     if baseline is not None:
         logger.info("\n" + comparison_table(baseline, result))

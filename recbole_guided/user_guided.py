@@ -66,7 +66,7 @@ def build_user_guided(config, train_dataset, items) -> UserGuidedEmbedding | Non
     elif init == "file":
         path = config["user_guided_file"] or dataset_file(config, "uguided")
         table = GuidedTable.read(path, key_field=train_dataset.uid_field)
-        table.check_attributes(items.attributes, "the item guided attributes")
+        table.check_attributes(items.attributes, "the item guided attributes", path)
         id2token = train_dataset.field2id_token[train_dataset.uid_field]
         profiles = align_rows(table.tokens, table.values, id2token, str(path), what="user",
                               missing=config["missing_items"])
