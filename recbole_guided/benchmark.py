@@ -29,6 +29,8 @@ VARIANTS = {
     "reduced-base-only": {"use_guided": False},
     "random-guided": {"guided_source": "random"},
     "metadata-guided": {"guided_source": "metadata"},
+    # p_u starts from <dataset>.uguided, written by `score --target=users --adapter=<finetune-llm output>`
+    "guided-lora-users": {"user_guided": True, "user_guided_init": "file"},
 }
 METRICS = ["mrr@10", "ndcg@10", "recall@10", "mrr@20", "ndcg@20", "recall@20", "hit@10"]
 COLUMNS = ["dataset", "model", "variant", "seed", *[f"test_{m}" for m in METRICS],

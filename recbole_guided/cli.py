@@ -4,6 +4,7 @@
                           [--results_file=out.json] [--any_recbole_key=value ...]
                           [--resume_file=saved/<model>-<date>.pth]
     run_recbole_guided.py score ...      (LLM attribute scoring, see docs/llm_scoring.md)
+    run_recbole_guided.py finetune-llm ... (LoRA-tune the rating LLM on users, see docs/lora.md)
     run_recbole_guided.py explain ...    (attribute-level explanations, see recbole_guided/explain.py)
     run_recbole_guided.py benchmark ...  (the sweep, see docs/benchmarks.md)
 
@@ -18,7 +19,7 @@ import sys
 
 from recbole_guided.errors import GuidedError
 
-COMMANDS = ("train", "score", "explain", "benchmark")
+COMMANDS = ("train", "score", "finetune-llm", "explain", "benchmark")
 
 
 def train_main(argv: list[str]) -> int:
@@ -60,6 +61,9 @@ def dispatch(argv: list[str]) -> int:
     if command == "score":
         from recbole_guided.llm.command import main as score_main
         return score_main(rest)
+    if command == "finetune-llm":
+        from recbole_guided.llm.finetune import main as finetune_main
+        return finetune_main(rest)
     if command == "explain":
         from recbole_guided.explain import main as explain_main
         return explain_main(rest)

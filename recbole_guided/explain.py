@@ -79,17 +79,27 @@ def _user_row(dataset, split_data, user_token: str):
     return inter[rows[-1:]]
 
 
+TITLE_FIELDS = ("movie_title", "title", "name")
+
+
 def _titles(dataset) -> list[str]:
-    """A readable name per item id (the first text field of .item, else the token)."""
-    tokens = dataset.field2id_token[dataset.iid_field]
-    if dataset.item_feat is None:
-        return list(tokens)
-    for name in ("movie_title", "title", "name"):
-        if name in dataset.item_feat:
-            words = dataset.field2id_token.get(name)
-            seqs = dataset.item_feat[name].numpy()
-            return [" ".join(words[w] for w in row if w) or tokens[i] for i, row in enumerate(seqs)]
-    return list(tokens)
+    """A readable name per item id: the title column of the ``.item`` file, else the token
+    (read from the file, so it works whatever ``load_col`` loaded)."""
+    tokens = [str(t) for t in dataset.field2id_token[dataset.iid_field]]
+    path = Path(dataset.config["data_path"]) / f"{dataset.dataset_name}.item"
+    if not path.is_file():
+        return tokens
+    with open(path, encoding="utf-8") as f:
+        fields = [cell.split(":")[0] for cell in f.readline().rstrip("\n").split("\t")]
+        column = next((fields.index(name) for name in TITLE_FIELDS if name in fields), None)
+        if column is None:
+            return tokens
+        names = {}
+        for line in f:
+            cells = line.rstrip("\n").split("\t")
+            if len(cells) > column:
+                names[cells[0]] = cells[column]
+    return [names.get(token, token) for token in tokens]
 
 
 def explain(model, dataset, test_data, user_token: str, k: int = 10, item_token: str | None = None,

@@ -66,9 +66,10 @@ def expected_score(logprobs: dict[int, float]) -> float:
 class HFBackend:
     """A local causal LM through ``transformers`` (directory or ``.gguf`` file), placed by ``accelerate``."""
 
-    OPTIONS = ("batch_size", "device_map", "max_new_tokens")
+    OPTIONS = ("batch_size", "device_map", "max_new_tokens", "adapter")
 
-    def __init__(self, path: Path, batch_size: int = 4, device_map: str = "auto", max_new_tokens: int = 160):
+    def __init__(self, path: Path, batch_size: int = 4, device_map: str = "auto", max_new_tokens: int = 160,
+                 adapter: str | Path | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = Path(path)
@@ -79,10 +80,19 @@ class HFBackend:
             self.model = AutoModelForCausalLM.from_pretrained(**where, device_map=device_map)
         except (OSError, ValueError) as err:
             raise BackendError(f"{path}: cannot load a causal LM from it ({err})") from err
+        self.model_id = path.name
+        if adapter:  # a LoRA adapter from finetune-llm, in peft's format
+            from peft import PeftModel
+
+            from recbole_guided.llm.finetune import adapter_fingerprint
+
+            if not (Path(adapter) / "adapter_config.json").is_file():
+                raise ConfigError(f"{adapter}: not a peft adapter folder (no adapter_config.json)")
+            self.model = PeftModel.from_pretrained(self.model, adapter)
+            self.model_id += f"+{adapter_fingerprint(adapter)}"  # cached answers of another adapter are not reused
         self.model.eval()
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model_id = path.name
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self._prefixes: dict[str, tuple] = {}
@@ -111,14 +121,12 @@ class HFBackend:
         """Keys and values of the prompt part shared by every item, computed once per schema."""
         import torch
 
+        if not prefix:
+            return ()
         if prefix not in self._prefixes:
-            self._prefixes.clear()
-            if not prefix:
-                self._prefixes[prefix] = ()
-            else:
-                with torch.inference_mode():
-                    out = self.model(self._encode(prefix), use_cache=True)
-                self._prefixes[prefix] = tuple((layer.keys, layer.values) for layer in out.past_key_values.layers)
+            self._prefixes.clear()  # one schema at a time: keep one
+            with torch.inference_mode():
+                _, self._prefixes[prefix] = self._forward(self._encode(prefix), ())
         return self._prefixes[prefix]
 
     def _forward(self, ids, kv: tuple, attention_mask=None):
@@ -131,34 +139,42 @@ class HFBackend:
         if attention_mask is None:
             attention_mask = torch.ones(ids.shape[0], past + ids.shape[1], dtype=torch.long, device=ids.device)
         positions = torch.arange(past, past + ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
-        with torch.inference_mode():
-            out = self.model(input_ids=ids, attention_mask=attention_mask, position_ids=positions,
-                             past_key_values=cache, use_cache=True)
+        out = self.model(input_ids=ids, attention_mask=attention_mask, position_ids=positions,
+                         past_key_values=cache, use_cache=True)
         return out.logits, tuple((layer.keys, layer.values) for layer in out.past_key_values.layers)
 
-    def expected_scores(self, prompts: list[list[dict]], schema: AttributeSchema) -> list[dict | Exception]:
-        """Per prompt: the shared instructions come from a cache, the item's own text is run once,
-        then all attributes' ``"<attribute>: "`` continuations in one right-padded batch. Each
-        prompt is computed alone, so its answer never depends on what it was batched with."""
+    def scale_logprobs(self, messages: list[dict], schema: AttributeSchema, reuse_prefix: bool = True):
+        """``[m, len(scale)]`` log-probabilities of each score token after ``"<attribute>: "``.
+
+        The prompt is run once, then all attributes' continuations in one right-padded batch; with
+        ``reuse_prefix`` the part shared by every item comes from a cache (inference only: LoRA
+        training needs gradients through it). Differentiable when called with gradients on.
+        """
         import torch
 
-        scale_ids = self.scale_token_ids(schema)
         self.tokenizer.padding_side = "right"
         suffixes = self.tokenizer([answer_prefix(n) for n in schema.names], return_tensors="pt",
                                   padding=True, add_special_tokens=False).to(self.model.device)
         m = len(schema.names)
+        text = self.render(messages)
+        prefix = shared_prefix(text) if reuse_prefix else ""
+        _, kv = self._forward(self._encode(text[len(prefix):]), self._prefix_cache(prefix))
+        kv = tuple((k.expand(m, -1, -1, -1), v.expand(m, -1, -1, -1)) for k, v in kv)
+        past = kv[0][0].shape[2]
+        mask = torch.cat([torch.ones(m, past, dtype=torch.long, device=self.model.device),
+                          suffixes["attention_mask"]], dim=1)
+        logits, _ = self._forward(suffixes["input_ids"], kv, mask)
+        last = suffixes["attention_mask"].sum(dim=1) - 1
+        return torch.log_softmax(logits[torch.arange(m), last].double(), dim=-1)[:, self.scale_token_ids(schema)]
+
+    def expected_scores(self, prompts: list[list[dict]], schema: AttributeSchema) -> list[dict | Exception]:
+        """Each prompt is computed alone, so its answer never depends on what it was batched with."""
+        import torch
+
         results = []
         for messages in prompts:
-            text = self.render(messages)
-            prefix = shared_prefix(text)
-            _, kv = self._forward(self._encode(text[len(prefix):]), self._prefix_cache(prefix))
-            kv = tuple((k.expand(m, -1, -1, -1), v.expand(m, -1, -1, -1)) for k, v in kv)
-            past = kv[0][0].shape[2]
-            mask = torch.cat([torch.ones(m, past, dtype=torch.long, device=self.model.device),
-                              suffixes["attention_mask"]], dim=1)
-            logits, _ = self._forward(suffixes["input_ids"], kv, mask)
-            last = suffixes["attention_mask"].sum(dim=1) - 1
-            logprobs = torch.log_softmax(logits[torch.arange(m), last].double(), dim=-1)[:, scale_ids].cpu()
+            with torch.inference_mode():
+                logprobs = self.scale_logprobs(messages, schema).cpu()
             results.append({name: expected_score(dict(zip(schema.scale, logprobs[k].tolist())))
                             for k, name in enumerate(schema.names)})
         return results

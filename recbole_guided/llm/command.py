@@ -5,7 +5,7 @@
         [--mode=logprob|generate] [--target=items|users] [--limit=N] [--batch_size=4]
         [--data_path=dataset/] [--output=PATH] [--cache=PATH] [--history_length=20]
         [--config_files="a.yaml b.yaml"] [--api_key_env=OPENAI_API_KEY] [--concurrency=4]
-        [--timeout=60] [--retries=4] [--answer_retries=2] [--max_new_tokens=160]
+        [--timeout=60] [--retries=4] [--answer_retries=2] [--max_new_tokens=160] [--adapter=DIR]
 
 Items: writes ``<data_path>/<dataset>/<dataset>.guided`` (with ``--limit``, a sample under
 ``saved/llm/`` instead, so a trial never replaces a full file). Users (``--target=users``): rates
@@ -51,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=4, help="retries of a failed HTTP request, with backoff")
     p.add_argument("--answer_retries", type=int, default=2, help="retries of a malformed answer")
     p.add_argument("--max_new_tokens", type=int, default=160)
+    p.add_argument("--adapter", default=None, help="a LoRA adapter folder from finetune-llm (local model)")
     p.add_argument("--no_progress", action="store_true")
     return p
 
@@ -75,6 +76,8 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit={args.limit}: expected a positive number of items")
+    if args.adapter and args.llm.startswith(("http://", "https://")):
+        raise ConfigError("--adapter applies to a local model; a server loads its own adapters")
     schema = AttributeSchema.load(args.attributes)
     messages = prompts_for(args, schema)
     if args.limit is not None:
@@ -85,7 +88,8 @@ def main(argv: list[str]) -> int:
     cache = args.cache or Path("saved/llm") / f"{args.dataset}.{args.target}.jsonl"
     backend = make_backend(args.llm, model=args.llm_model, batch_size=args.batch_size,
                            api_key_env=args.api_key_env, concurrency=args.concurrency, timeout=args.timeout,
-                           retries=args.retries, max_new_tokens=args.max_new_tokens)
+                           retries=args.retries, max_new_tokens=args.max_new_tokens,
+                           adapter=args.adapter)
     key_field = "item_id" if args.target == "items" else "user_id"
     table, report = score_all(schema, messages, backend, args.mode, cache, output, key_field=key_field,
                               retries=args.answer_retries, show_progress=not args.no_progress)

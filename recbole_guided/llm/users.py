@@ -35,3 +35,20 @@ def user_histories(config) -> dict[str, list[str]]:
     dataset = create_dataset(config)
     train_data, _, _ = data_preparation(config, dataset)
     return training_sequences(train_data.dataset)
+
+
+def split_targets(split_data) -> dict[str, str]:
+    """User token -> the item they chose in a validation or test split (one row per user)."""
+    ds = split_data.dataset
+    users = ds.inter_feat[ds.uid_field].numpy()
+    items = ds.inter_feat[ds.iid_field].numpy()
+    user_tokens, item_tokens = ds.field2id_token[ds.uid_field], ds.field2id_token[ds.iid_field]
+    return {str(user_tokens[u]): str(item_tokens[i]) for u, i in zip(users, items)}
+
+
+def user_splits(config) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Training histories and validation items, from one RecBole split."""
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, _ = data_preparation(config, dataset)
+    return training_sequences(train_data.dataset), split_targets(valid_data)
