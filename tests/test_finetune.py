@@ -48,11 +48,11 @@ def toy(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tuned(toy):
-    """The tiny LLM before and after 25 LoRA steps on 3 users (all linear layers, high rate)."""
+    """The tiny LLM before and after 60 LoRA steps on 3 users (all linear layers, high rate)."""
     backend = HFBackend(toy["llm"], device_map="cpu", max_new_tokens=80)
     before = {k: v.clone() for k, v in backend.model.state_dict().items()}
-    options = LoraOptions(users=3, batch_size=3, history_length=1, negatives=50, epochs=25, lr=3e-2,
-                          target_modules=ALL_LINEAR, format_weight=1.0)
+    options = LoraOptions(users=3, batch_size=3, history_length=1, negatives=50, epochs=60, lr=1e-2,
+                          target_modules=ALL_LINEAR, format_weight=3.0)
     examples = training_examples(toy["histories"], options)
     log = train_lora(backend, toy["schema"], examples, toy["texts"], toy["items"], options, show_progress=False)
     return backend, before, examples, log
