@@ -127,12 +127,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sweep", default=str(REPO_ROOT / "benchmarks" / "configs" / "ml-100k.yaml"))
     parser.add_argument("--report_only", default="False", choices=["True", "False"])
     parser.add_argument("--report", default=str(REPO_ROOT / "docs" / "benchmarks.md"))
-    parser.add_argument("--variants", default=None, help="comma separated: run only these variants now")
+    parser.add_argument("--variants", default=None, help="comma separated: run only these variants now, in this order")
     args, overrides = parser.parse_known_args(argv)
     sweep = load_sweep(args.sweep)
     if args.report_only == "False":
         only = args.variants.split(",") if args.variants else sweep["variants"]
-        run_sweep({**sweep, "variants": [v for v in sweep["variants"] if v in only]}, cmd_args=overrides)
+        unknown = [v for v in only if v not in sweep["variants"]]
+        if unknown:
+            raise ConfigError(f"--variants: {unknown} not in the sweep's variants {sweep['variants']}")
+        # in the order given, and 'base' (recorded from the Guided runs' base stage) whenever the sweep has it
+        variants = only + (["base"] if "base" in sweep["variants"] and "base" not in only else [])
+        run_sweep({**sweep, "variants": variants}, cmd_args=overrides)
     write_report(sweep, args.sweep, Path(args.report))
     print(f"report written to {args.report}")
     return 0

@@ -109,6 +109,9 @@ in place of the attributes; `metadata-guided` ml-100k genres (multi-hot) in plac
 ## Results (test, mean ± std over seeds)
 {results_tables(rows, sweep['variants'])}
 """
+    notes = REPO_ROOT / sweep["notes"] if sweep.get("notes") else None
+    if notes is not None and notes.is_file():  # hand-written reading of the numbers, kept beside the sweep
+        text += "\n" + notes.read_text()
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(text)
 

@@ -70,7 +70,7 @@ def build_user_guided(config, train_dataset, items) -> UserGuidedEmbedding | Non
         id2token = train_dataset.field2id_token[train_dataset.uid_field]
         profiles = align_rows(table.tokens, table.values, id2token, str(path), what="user",
                               missing=config["missing_items"])
-        profiles[1:] = normalize_columns(profiles[1:], config["guided_norm"]) * config["guided_scale"]
+        profiles[1:] = normalize_columns(profiles[1:], config["guided_norm"]) * items.scale
     else:
         raise ConfigError(f"user_guided_init '{init}' unknown; expected one of {USER_INITS}")
     return UserGuidedEmbedding(torch.from_numpy(profiles), items.base_dim, config["user_guided_trainable"])

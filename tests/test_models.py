@@ -145,3 +145,15 @@ def test_same_seed_gives_the_parent_network_the_same_initialization(tiny_root):
     for key, value in guided.state_dict().items():
         if key.startswith("position_embedding") or key.startswith("trm_encoder"):
             assert torch.equal(value, theirs[key]), key
+
+
+@pytest.mark.parametrize("option", ["auto", 0.5])
+def test_guided_scale_auto_matches_the_base_parts_spread(tiny_root, option):
+    _, dataset, _, model = prepare("GuidedSASRec", tiny_root, guided_scale=option)
+    table = model.item_embedding
+    rows = table.weight[1:dataset.item_num].detach().double()
+    base_spread = rows[:, :table.base_dim].std(dim=0, unbiased=False).mean()
+    guided_spread = rows[:, table.base_dim:].std(dim=0, unbiased=False).mean()
+    expected = base_spread if option == "auto" else 0.5  # z-scored columns have spread 1 before scaling
+    assert float(guided_spread) == pytest.approx(float(expected), rel=1e-4)
+    assert table.scale == pytest.approx(float(expected), rel=1e-4)
