@@ -128,6 +128,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--report_only", default="False", choices=["True", "False"])
     parser.add_argument("--report", default=str(REPO_ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--variants", default=None, help="comma separated: run only these variants now, in this order")
+    parser.add_argument("--seeds", default=None, help="comma separated: run only these seeds now (e.g. one per process)")
     args, overrides = parser.parse_known_args(argv)
     sweep = load_sweep(args.sweep)
     if args.report_only == "False":
@@ -137,7 +138,10 @@ def main(argv: list[str]) -> int:
             raise ConfigError(f"--variants: {unknown} not in the sweep's variants {sweep['variants']}")
         # in the order given, and 'base' (recorded from the Guided runs' base stage) whenever the sweep has it
         variants = only + (["base"] if "base" in sweep["variants"] and "base" not in only else [])
-        run_sweep({**sweep, "variants": variants}, cmd_args=overrides)
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else sweep["seeds"]
+        if set(seeds) - set(sweep["seeds"]):
+            raise ConfigError(f"--seeds: {sorted(set(seeds) - set(sweep['seeds']))} not in the sweep's seeds {sweep['seeds']}")
+        run_sweep({**sweep, "variants": variants, "seeds": seeds}, cmd_args=overrides)
     write_report(sweep, args.sweep, Path(args.report))
     print(f"report written to {args.report}")
     return 0

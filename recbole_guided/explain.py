@@ -158,7 +158,8 @@ def _why(e: Explanation) -> list[str]:
     """The focus item against the first recommendation, attribute by attribute."""
     f, top = e.focus, e.top[0]
     if f.token == top.token:
-        return [f"'{f.title}' is the first recommendation."]
+        return [f"'{f.title}' is the first recommendation"
+                + (": a hit." if e.focus_is_test_item else ".")]
     gaps = {a: f.contributions[a] - top.contributions[a] for a in f.contributions}
     lead = sorted(gaps.items(), key=lambda kv: kv[1])
     lines = [f"'{f.title}' ranks #{f.rank} with {f.total:.3f}, {top.total - f.total:.3f} below "
@@ -184,7 +185,7 @@ def to_markdown(e: Explanation) -> str:
               "|---" * (5 + len(attrs)) + "|"]
     shown = e.top + ([e.focus] if e.focus.token not in {i.token for i in e.top} else [])
     for i in shown:
-        cells = [str(i.rank), _short(i.title) + (" (next watched)" if e.focus_is_test_item and i is e.focus else ""),
+        cells = [str(i.rank), _short(i.title) + (" (next watched)" if e.focus_is_test_item and i.token == e.focus.token else ""),
                  f"{i.total:.3f}", f"{i.base:.3f}", f"{i.guided:+.3f}"]
         lines.append("| " + " | ".join(cells + [f"{i.contributions[a]:+.3f}" for a in attrs]) + " |")
     lines += ["", *_why(e)]
@@ -201,7 +202,7 @@ def to_table(e: Explanation) -> str:
     lines.append(head)
     shown = e.top + ([e.focus] if e.focus.token not in {i.token for i in e.top} else [])
     for i in shown:
-        mark = "*" if i is e.focus else " "
+        mark = "*" if i.token == e.focus.token else " "
         lines.append(f"{i.rank:>4}{mark} {_short(i.title):<34} {i.total:>7.3f} {i.base:>7.3f} {i.guided:>+7.3f}  "
                      + " ".join(f"{i.contributions[a]:>+9.3f}" for a in attrs))
     lines.append(("* the item the user chose next: " if e.focus_is_test_item else "* the item asked about: ")
@@ -211,7 +212,8 @@ def to_table(e: Explanation) -> str:
 
 def to_png(e: Explanation, path: str | Path, items: int = 3) -> None:
     """Bar charts: each attribute's contribution for the first ``items`` recommendations and the
-    focus item, and the user's profile at start and learned."""
+    focus item (the base part, usually far larger, is given in the panel's title so that it does
+    not flatten the bars), and the user's profile at start and learned."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,24 +222,27 @@ def to_png(e: Explanation, path: str | Path, items: int = 3) -> None:
     shown = e.top[:items] + ([e.focus] if e.focus.token not in {i.token for i in e.top[:items]} else [])
     attrs = list(e.top[0].contributions)
     panels = len(shown) + (1 if e.profile_learned else 0)
-    fig, axes = plt.subplots(1, panels, figsize=(3.6 * panels, 0.38 * len(attrs) + 2.2), sharey=True)
+    fig, axes = plt.subplots(1, panels, figsize=(3.6 * panels, 0.38 * len(attrs) + 2.4), sharey=True)
     axes = np.atleast_1d(axes)
-    labels = ["base part"] + attrs
+    reach = max(abs(i.contributions[a]) for i in shown for a in attrs) * 1.1 or 1.0
     for ax, i in zip(axes, shown):
-        values = [i.base] + [i.contributions[a] for a in attrs]
-        ax.barh(labels, values, color=["#999999"] + ["#2a9d8f" if v >= 0 else "#e76f51" for v in values[1:]])
+        values = [i.contributions[a] for a in attrs]
+        ax.barh(attrs, values, color=["#2a9d8f" if v >= 0 else "#e76f51" for v in values])
         ax.axvline(0, color="black", lw=0.6)
-        ax.set_title(f"#{i.rank} {_short(i.title, 26)}\nscore {i.total:.2f}", fontsize=9)
+        ax.set_xlim(-reach, reach)  # one scale for every item, so bars compare across panels
+        ax.set_title(f"#{i.rank} {_short(i.title, 26)}\nscore {i.total:.2f} = base {i.base:.2f} "
+                     f"{i.guided:+.2f}", fontsize=9)
     if e.profile_learned:
         ax = axes[-1]
-        y = np.arange(1, len(attrs) + 1)
+        y = np.arange(len(attrs))
         ax.barh(y - 0.2, [e.profile_initial[a] for a in attrs], height=0.4, color="#bbbbbb", label="at start")
         ax.barh(y + 0.2, [e.profile_learned[a] for a in attrs], height=0.4, color="#264653", label="learned")
         ax.axvline(0, color="black", lw=0.6)
         ax.set_title(f"user {e.user}: attribute profile", fontsize=9)
         ax.legend(fontsize=7)
     axes[0].invert_yaxis()
-    fig.suptitle(f"Why {e.model} recommends these to user {e.user}", fontsize=10)
+    fig.suptitle(f"Why {e.model} recommends these to user {e.user}: each attribute's contribution to the score",
+                 fontsize=10)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

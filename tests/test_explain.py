@@ -53,6 +53,10 @@ def test_explanation_ranks_and_parts_are_consistent(tiny_root, tmp_path, name):
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     other = explain(model, dataset, test, "u003", k=5, item_token=e.top[2].token)
     assert other.focus.rank == 3 and "ranks #3" in " ".join(to_markdown(other).splitlines()[-3:])
+    # the item asked about is marked in the top list too, not only when it falls below it
+    assert [line.split()[0] for line in to_table(other).splitlines() if line[:5].strip().endswith("*")] == ["3*"]
+    first = explain(model, dataset, test, "u003", k=5, item_token=e.top[0].token)
+    assert to_markdown(first).rstrip().endswith("is the first recommendation.")
 
 
 def test_unknown_user_is_a_clear_error(tiny_root):
