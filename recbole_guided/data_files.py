@@ -28,6 +28,12 @@ logger = logging.getLogger(__name__)
 MISSING_POLICIES = ("error", "mean", "zero")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
@@ -40,6 +46,7 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the user expects an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -79,6 +79,7 @@ def test_json_answers_are_validated():
     good = '```json\n{' + ", ".join(f'"{n}": {k % 9 + 1}' for k, n in enumerate(MOVIES.names)) + '}\n```'
     assert parse_json_answer(good, MOVIES) == {n: float(k % 9 + 1) for k, n in enumerate(MOVIES.names)}
     for bad, why in [("I would say 7", "no JSON"), ('{"humor": 7,}', "invalid JSON"),
+                     ('{\n  "humor": 7,\n  "humor": 7,\n  "hum', r"unclosed JSON object .* ends '.*\"hum'"),
                      ('{"humor": 7}', "missing"), (good.replace(": 1,", ": 12,"), "outside the scale"),
                      (good.replace(": 1,", ': "high",'), "expected a number")]:
         with pytest.raises(AnswerError, match=why):

@@ -270,3 +270,19 @@ def test_killed_scoring_run_resumes_and_equals_an_uninterrupted_run(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     assert f"{300 - done} items scored now" in rerun.stderr or f"{301 - done} items scored now" in rerun.stderr
     assert output.read_bytes() == (tmp_path / "once" / "big" / "big.guided").read_bytes()
+
+
+def test_atomic_writes_leave_an_ordinary_file_or_nothing(tmp_path):
+    from recbole_guided.data_files import atomic_path
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "out.json") as tmp:
+            tmp.write_text("{}")
+        assert (tmp_path / "out.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+        with pytest.raises(RuntimeError), atomic_path(tmp_path / "out.json") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.json").read_text() == "{}" and len(list(tmp_path.iterdir())) == 1

@@ -103,6 +103,9 @@ def parse_json_answer(text: str, schema: AttributeSchema) -> dict[str, float]:
     """Scores from a ``generate`` answer, or ``AnswerError`` saying what is wrong with it."""
     match = re.search(r"\{.*?\}", text, flags=re.S)
     if not match:
+        if "{" in text:  # opened but never closed: often a model that keeps adding keys until max_new_tokens
+            raise AnswerError(f"unclosed JSON object in the answer ({len(text)} characters; "
+                              f"it begins {text[:60]!r} and ends {text[-60:]!r})")
         raise AnswerError(f"no JSON object in the answer: {text[:120]!r}")
     try:
         data = json.loads(match.group(0))
