@@ -6,11 +6,16 @@
   and ``Trainer.evaluate(load_best_model=True)`` fails. ``SafeTrainer`` writes checkpoints of plain
   tensors and plain values only, and reads them back with ``weights_only=True``: loading a
   checkpoint never executes pickled code.
+* RecBole names a checkpoint ``<model>-<local time to the second>.pth``: two runs started in the
+  same second (parallel sweep processes) wrote one file, and each evaluated whichever model was
+  saved last. ``SafeTrainer`` adds the process id (and a counter within a process).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import pickle
 import random
 import time
@@ -115,11 +120,25 @@ def _to_tuples(value):
     return tuple(_to_tuples(v) for v in value) if isinstance(value, list) else value
 
 
+_handed_out: set[str] = set()
+
+
+def unique_checkpoint_name(recbole_name: str) -> str:
+    """``<model>-<time>-<pid>.pth``, with ``-2``, ``-3``... for another trainer of this process in the same second."""
+    stem, suffix = os.path.splitext(recbole_name)
+    for n in itertools.count(1):
+        name = f"{stem}-{os.getpid()}{'' if n == 1 else f'-{n}'}{suffix}"
+        if name not in _handed_out:
+            _handed_out.add(name)
+            return name
+
+
 class SafeTrainer(Trainer):
     """RecBole's Trainer with safe checkpoints, exact resume, and per-epoch training times."""
 
     def __init__(self, config, model, dataset):
         super().__init__(config, model)
+        self.saved_model_file = unique_checkpoint_name(self.saved_model_file)
         self.dataset = dataset  # names the item ids that a checkpoint is valid for
         self.epoch_seconds: list[float] = []
         self._train_data = None

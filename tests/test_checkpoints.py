@@ -1,5 +1,7 @@
 """Checkpoints hold plain values only, reload exactly, refuse pickled code, and resume exactly."""
 
+import os
+
 import pytest
 import torch
 from conftest import prepare
@@ -90,3 +92,10 @@ def test_resumed_training_equals_uninterrupted_training(tiny_root, tmp_path, nam
     resumed = fit(3, tmp_path / "resumed.pth", resume_from=tmp_path / "first.pth")
     for key, value in uninterrupted.items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_trainers_started_in_the_same_second_never_share_a_checkpoint(tiny_root):
+    config, dataset, _, model = prepare("GuidedSASRec", tiny_root)
+    names = {SafeTrainer(config, model, dataset).saved_model_file for _ in range(3)}
+    assert len(names) == 3  # RecBole's <model>-<time>.pth would give one name (a sweep evaluated the wrong model)
+    assert all(f"-{os.getpid()}" in n for n in names)
