@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -71,6 +72,7 @@ def time_mode(schema, texts, backend, mode: str, retries: int) -> dict:
                                   retries=retries, show_progress=False)
         seconds = time.perf_counter() - start
     return {"mode": mode, "items": len(prompts), "seconds": round(seconds, 1),
+            "load_average_1min_after": round(os.getloadavg()[0], 2),  # other jobs sharing the CPU
             "items_per_second": round(len(prompts) / seconds, 3), "answer_retries": retries,
             "failed_after_retries": len(report.failures),
             "failure_examples": dict(list(report.failures.items())[:5])}
@@ -96,12 +98,16 @@ def markdown(result: dict) -> str:
     lines += ["", f"{ok} of {n} expected relations hold (right sign, p < 0.05).", ""]
     if result.get("speed"):
         lines += ["## Parse failures and speed on a sample", "",
-                  f"The first {result['speed'][0]['items']} items of ml-100k, scored from an empty cache.", "",
-                  "| mode | items | seconds | items/s | answers failing after retries |", "|---|---|---|---|---|"]
+                  f"The first {result['speed'][0]['items']} items of ml-100k, scored from an empty cache, "
+                  f"on {result['machine']}. The load average shows whether other jobs shared the CPU "
+                  f"(about 1 per core they kept busy).", "",
+                  "| mode | items | seconds | items/s | load average | answers failing after retries |",
+                  "|---|---|---|---|---|---|"]
         for s in result["speed"]:
             failed = f"{s['failed_after_retries']} ({100 * s['failed_after_retries'] / s['items']:.0f}%, " \
                      f"{s['answer_retries']} retries)" if s["mode"] == "generate" else "n/a (nothing to parse)"
-            lines.append(f"| {s['mode']} | {s['items']} | {s['seconds']} | {s['items_per_second']} | {failed} |")
+            lines.append(f"| {s['mode']} | {s['items']} | {s['seconds']} | {s['items_per_second']} | "
+                         f"{s['load_average_1min_after']} | {failed} |")
         for s in result["speed"]:
             for token, error in s["failure_examples"].items():
                 lines.append(f"\n- {s['mode']} failure, item {token}: `{error[:160]}`")

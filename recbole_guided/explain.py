@@ -185,7 +185,7 @@ def to_markdown(e: Explanation) -> str:
               "|---" * (5 + len(attrs)) + "|"]
     shown = e.top + ([e.focus] if e.focus.token not in {i.token for i in e.top} else [])
     for i in shown:
-        cells = [str(i.rank), _short(i.title) + (" (next watched)" if e.focus_is_test_item and i.token == e.focus.token else ""),
+        cells = [str(i.rank), _short(i.title) + (" (chosen next)" if e.focus_is_test_item and i.token == e.focus.token else ""),
                  f"{i.total:.3f}", f"{i.base:.3f}", f"{i.guided:+.3f}"]
         lines.append("| " + " | ".join(cells + [f"{i.contributions[a]:+.3f}" for a in attrs]) + " |")
     lines += ["", *_why(e)]
