@@ -42,7 +42,8 @@ def test_refined_table_has_parent_width_and_aligns_by_token(tiny_root, name):
     # The guided file lists items in another order than the dataset: rows must follow tokens.
     guided = GuidedTable.read(tiny_root / "tiny" / "tiny.guided")
     id2token = dataset.field2id_token[dataset.iid_field]
-    expected = normalize_columns(guided.values, "zscore")  # every file item is in the dataset
+    # every file item is in the dataset; the scale ('auto' by default) is one factor for the whole part
+    expected = normalize_columns(guided.values, "zscore") * table.scale
     row_of = {t: i for i, t in enumerate(guided.tokens)}
     for item_id in range(1, dataset.item_num):
         np.testing.assert_allclose(
