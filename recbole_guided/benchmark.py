@@ -129,6 +129,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--report", default=str(REPO_ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--variants", default=None, help="comma separated: run only these variants now, in this order")
     parser.add_argument("--seeds", default=None, help="comma separated: run only these seeds now (e.g. one per process)")
+    parser.add_argument("--models", default=None, help="comma separated: run only these models now")
     args, overrides = parser.parse_known_args(argv)
     sweep = load_sweep(args.sweep)
     if args.report_only == "False":
@@ -141,7 +142,10 @@ def main(argv: list[str]) -> int:
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else sweep["seeds"]
         if set(seeds) - set(sweep["seeds"]):
             raise ConfigError(f"--seeds: {sorted(set(seeds) - set(sweep['seeds']))} not in the sweep's seeds {sweep['seeds']}")
-        run_sweep({**sweep, "variants": variants, "seeds": seeds}, cmd_args=overrides)
+        models = args.models.split(",") if args.models else sweep["models"]
+        if set(models) - set(sweep["models"]):
+            raise ConfigError(f"--models: {sorted(set(models) - set(sweep['models']))} not in the sweep's models {sweep['models']}")
+        run_sweep({**sweep, "variants": variants, "seeds": seeds, "models": models}, cmd_args=overrides)
     write_report(sweep, args.sweep, Path(args.report))
     print(f"report written to {args.report}")
     return 0

@@ -45,3 +45,19 @@ def test_sweep_appends_rows_resumes_and_reports(tiny_root, tmp_path, monkeypatch
     write_report(sweep, sweep_file, report)
     text = report.read_text()
     assert "Sweep status: **complete**" in text and "| guided | 2 |" in text and "p=" in text
+
+
+def test_partial_sweep_filters_must_name_what_the_sweep_has(tmp_path):
+    import pytest
+
+    from recbole_guided.errors import ConfigError
+
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "datasets": ["tiny"], "models": ["GuidedGRU4Rec"], "seeds": [1, 2], "variants": ["base", "guided"],
+        "config_files": ["tiny.yaml"], "results": "results.csv"}))
+    for flag, why in [("--seeds=3", r"--seeds: \[3\] not in the sweep's seeds \[1, 2\]"),
+                      ("--models=GuidedSASRec", r"--models: \['GuidedSASRec'\] not in the sweep's models"),
+                      ("--variants=random-guided", r"--variants: \['random-guided'\] not in the sweep's variants")]:
+        with pytest.raises(ConfigError, match=why):
+            benchmark.main([f"--sweep={sweep_file}", flag])
