@@ -276,7 +276,7 @@ def main(argv: list[str]) -> int:
     backend.model.save_pretrained(out)  # peft's own adapter format
     (out / "training_config.yaml").write_text(yaml.safe_dump(
         {"command": "run_recbole_guided.py finetune-llm " + " ".join(argv), "llm": args.llm, "dataset": args.dataset,
-         "attributes": schema.source, "config_files": args.config_files, **asdict(options)}, sort_keys=False))
+         "attributes": args.attributes, "config_files": args.config_files, **asdict(options)}, sort_keys=False))
     with atomic_path(out / "losses.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(log[0]))
         writer.writeheader()
