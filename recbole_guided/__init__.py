@@ -1,5 +1,7 @@
 """recbole-guided: guided embedding refinement (LLM-rated item attributes) for RecBole."""
 
+from recbole_guided import compat  # noqa: F401  first: undoes RecBole's import-time slow-down (see compat)
+
 from recbole_guided.config import GuidedConfig
 from recbole_guided.models import GuidedBERT4Rec, GuidedGRU4Rec, GuidedSASRec
 from recbole_guided.quick_start import load_guided_model, run_recbole_guided
