@@ -91,13 +91,13 @@ def run_sweep(sweep: dict, cmd_args=()) -> Path:
         for model in sweep["models"]:  # model-major: the first model's table completes first
             for seed in sweep["seeds"]:
                 for variant in guided_variants:
-                    done = done_runs(results)
-                    if (dataset, model, variant, seed) in done:
+                    if (dataset, model, variant, seed) in done_runs(results):
                         continue
                     settings = {**(sweep.get("settings") or {}), **VARIANTS[variant], "seed": seed}
                     result = run_recbole_guided(model, dataset, config_files, settings, cmd_args=cmd_args)
-                    # The base stage ran (or was reused) with the same data, split and seed.
-                    if "base" in sweep["variants"] and (dataset, model, "base", seed) not in done:
+                    # The base stage ran (or was reused) with the same data, split and seed. Read the
+                    # CSV again: a parallel sweep process may have recorded it while this run trained.
+                    if "base" in sweep["variants"] and (dataset, model, "base", seed) not in done_runs(results):
                         append_row(results, _row(dataset, model, "base", seed, result["baseline"]))
                     append_row(results, _row(dataset, model, variant, seed, result))
     return results
@@ -116,8 +116,20 @@ def machine() -> str:
 
     import torch
 
+    import recbole
+
     cpu = platform.processor() or platform.machine()
-    return f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, {platform.python_version()}"
+    return (f"{os.cpu_count()} CPU cores ({cpu}), RecBole {recbole.__version__}, torch {torch.__version__}, "
+            f"Python {platform.python_version()}")
+
+
+def _part_of(sweep: dict, key: str, given: str | None, kind) -> list:
+    """The comma-separated ``--<key>`` value (all of the sweep's when absent), each one of the sweep's."""
+    chosen = [kind(v) for v in given.split(",")] if given else sweep[key]
+    unknown = [v for v in chosen if v not in sweep[key]]
+    if unknown:
+        raise ConfigError(f"--{key}: {unknown} not in the sweep's {key} {sweep[key]}")
+    return chosen
 
 
 def main(argv: list[str]) -> int:
@@ -133,18 +145,11 @@ def main(argv: list[str]) -> int:
     args, overrides = parser.parse_known_args(argv)
     sweep = load_sweep(args.sweep)
     if args.report_only == "False":
-        only = args.variants.split(",") if args.variants else sweep["variants"]
-        unknown = [v for v in only if v not in sweep["variants"]]
-        if unknown:
-            raise ConfigError(f"--variants: {unknown} not in the sweep's variants {sweep['variants']}")
+        only = _part_of(sweep, "variants", args.variants, str)
         # in the order given, and 'base' (recorded from the Guided runs' base stage) whenever the sweep has it
         variants = only + (["base"] if "base" in sweep["variants"] and "base" not in only else [])
-        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else sweep["seeds"]
-        if set(seeds) - set(sweep["seeds"]):
-            raise ConfigError(f"--seeds: {sorted(set(seeds) - set(sweep['seeds']))} not in the sweep's seeds {sweep['seeds']}")
-        models = args.models.split(",") if args.models else sweep["models"]
-        if set(models) - set(sweep["models"]):
-            raise ConfigError(f"--models: {sorted(set(models) - set(sweep['models']))} not in the sweep's models {sweep['models']}")
+        seeds = _part_of(sweep, "seeds", args.seeds, int)
+        models = _part_of(sweep, "models", args.models, str)
         run_sweep({**sweep, "variants": variants, "seeds": seeds, "models": models}, cmd_args=overrides)
     write_report(sweep, args.sweep, Path(args.report))
     print(f"report written to {args.report}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -79,6 +80,32 @@ def results_tables(rows: list[dict], variants: list[str]) -> str:
     return "\n".join(out)
 
 
+def convergence_section(path: Path) -> str:
+    """The capped `base` against the same parent trained with the cap lifted (benchmarks/convergence.py)."""
+    if not path.is_file():
+        return ""
+    data = json.loads(path.read_text())
+    runs = [r for r in data["runs"].values() if r["capped_base_row"]]
+    if not runs:
+        return ""
+    out = [f"""
+## Is `base` cut short by the cap?
+
+Each parent trained once more as the base stage trains it (same config files, split and seed) but
+with the cap lifted, and tested at its best validation epoch, against the sweep's capped `base`
+row: `{data['command']}` (commit {data['commit']}; {data['machine']}).
+
+| parent | seed | budget (epochs, patience) | epochs trained: capped → uncapped (best) | MRR@10 | NDCG@10 | Recall@10 | Recall@20 |
+|---|---|---|---|---|---|---|---|"""]
+    for r in runs:
+        capped, full = r["capped_base_row"], r["test"]
+        cells = [f"{capped[m]:.4f} → {full[m]:.4f} ({100 * (full[m] - capped[m]) / capped[m]:+.1f}%)"
+                 for m in ("mrr@10", "ndcg@10", "recall@10", "recall@20")]
+        out.append(f"| {r['model']} | {r['seed']} | {r['budget']['epochs']}, {r['budget']['stopping_step']} | "
+                   f"{capped['epochs_trained']} → {r['epochs_trained']} ({r['best_epoch'] + 1}) | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def write_report(sweep: dict, sweep_path, report: Path) -> None:
     rows = read_rows(REPO_ROOT / sweep["results"])
     expected = len(sweep["datasets"]) * len(sweep["models"]) * len(sweep["seeds"]) * len(sweep["variants"])
@@ -115,6 +142,8 @@ jobs; what the refined table costs, measured side by side, is in `benchmarks/res
 (README, "Cost").
 {results_tables(rows, sweep['variants'])}
 """
+    if sweep.get("convergence"):
+        text += convergence_section(REPO_ROOT / sweep["convergence"])
     notes = REPO_ROOT / sweep["notes"] if sweep.get("notes") else None
     if notes is not None and notes.is_file():  # hand-written reading of the numbers, kept beside the sweep
         text += "\n" + notes.read_text()

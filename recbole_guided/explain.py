@@ -154,6 +154,11 @@ def _short(title: str, width: int = 34) -> str:
     return title if len(title) <= width else title[:width - 1] + "…"
 
 
+def _with_focus(e: Explanation, items: list[ItemExplanation]) -> list[ItemExplanation]:
+    """``items``, then the focus item unless it is already among them."""
+    return items + ([e.focus] if e.focus.token not in {i.token for i in items} else [])
+
+
 def _why(e: Explanation) -> list[str]:
     """The focus item against the first recommendation, attribute by attribute."""
     f, top = e.focus, e.top[0]
@@ -183,7 +188,7 @@ def to_markdown(e: Explanation) -> str:
         lines.append("")
     lines += ["| rank | item | total | base | guided | " + " | ".join(attrs) + " |",
               "|---" * (5 + len(attrs)) + "|"]
-    shown = e.top + ([e.focus] if e.focus.token not in {i.token for i in e.top} else [])
+    shown = _with_focus(e, e.top)
     for i in shown:
         cells = [str(i.rank), _short(i.title) + (" (chosen next)" if e.focus_is_test_item and i.token == e.focus.token else ""),
                  f"{i.total:.3f}", f"{i.base:.3f}", f"{i.guided:+.3f}"]
@@ -200,7 +205,7 @@ def to_table(e: Explanation) -> str:
         lines.append("profile (start -> learned): " + ", ".join(
             f"{a} {e.profile_initial[a]:+.2f}->{e.profile_learned[a]:+.2f}" for a in attrs))
     lines.append(head)
-    shown = e.top + ([e.focus] if e.focus.token not in {i.token for i in e.top} else [])
+    shown = _with_focus(e, e.top)
     for i in shown:
         mark = "*" if i.token == e.focus.token else " "
         lines.append(f"{i.rank:>4}{mark} {_short(i.title):<34} {i.total:>7.3f} {i.base:>7.3f} {i.guided:>+7.3f}  "
@@ -219,7 +224,7 @@ def to_png(e: Explanation, path: str | Path, items: int = 3) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = e.top[:items] + ([e.focus] if e.focus.token not in {i.token for i in e.top[:items]} else [])
+    shown = _with_focus(e, e.top[:items])
     attrs = list(e.top[0].contributions)
     panels = len(shown) + (1 if e.profile_learned else 0)
     fig, axes = plt.subplots(1, panels, figsize=(3.6 * panels, 0.38 * len(attrs) + 2.4), sharey=True)

@@ -46,6 +46,7 @@ def train_and_evaluate(config, saved: bool = True, resume_file=None) -> dict:
         "seed": config["seed"],
         "seconds_per_epoch": statistics.mean(trainer.epoch_seconds) if trainer.epoch_seconds else None,
         "epochs_trained": len(trainer.epoch_seconds),
+        "valid_scores": trainer.valid_scores,
         "saved_model_file": trainer.saved_model_file if saved else None,
         "_trained_model": model,
         "_dataset": dataset,

@@ -61,3 +61,47 @@ def test_partial_sweep_filters_must_name_what_the_sweep_has(tmp_path):
                       ("--variants=random-guided", r"--variants: \['random-guided'\] not in the sweep's variants")]:
         with pytest.raises(ConfigError, match=why):
             benchmark.main([f"--sweep={sweep_file}", flag])
+
+
+def test_base_row_recorded_once_when_a_parallel_process_records_it_first(tiny_root, tmp_path, monkeypatch):
+    """Two sweep processes on one seed (``--variants`` split between them) both run the base stage;
+    the one that finishes second must see the other's base row and not write a second one."""
+    import recbole_guided.quick_start as quick_start
+
+    monkeypatch.setattr(benchmark, "REPO_ROOT", tmp_path)
+    settings = tiny_config(tiny_root, checkpoint_dir=str(tmp_path / "saved"), topk=[10, 20], valid_metric="MRR@10")
+    settings.pop("base_embedding_file")
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(settings))
+    sweep = {"datasets": ["tiny"], "models": ["GuidedGRU4Rec"], "seeds": [1], "variants": ["base", "guided"],
+             "config_files": ["tiny.yaml"], "settings": {"epochs": 1}, "results": "results.csv"}
+    real_run = quick_start.run_recbole_guided
+
+    def run_while_another_process_records_base(*args, **kwargs):
+        result = real_run(*args, **kwargs)
+        benchmark.append_row(tmp_path / "results.csv",
+                             benchmark._row("tiny", "GuidedGRU4Rec", "base", 1, result["baseline"]))
+        return result
+
+    monkeypatch.setattr(quick_start, "run_recbole_guided", run_while_another_process_records_base)
+    with open(run_sweep(sweep)) as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["variant"] for r in rows) == ["base", "guided"]
+
+
+def test_convergence_section_sets_capped_base_against_uncapped(tmp_path):
+    import json
+
+    from recbole_guided.benchmark_report import convergence_section
+
+    assert convergence_section(tmp_path / "missing.json") == ""
+    metrics = ("mrr@10", "ndcg@10", "recall@10", "recall@20")
+    run = {"model": "GRU4Rec", "seed": 2020, "budget": {"epochs": 100, "stopping_step": 10},
+           "epochs_trained": 31, "best_epoch": 20, "test": dict.fromkeys(metrics, 0.05),
+           "capped_base_row": {**dict.fromkeys(metrics, 0.04), "epochs_trained": 10}}
+    no_row = {**run, "model": "BERT4Rec", "capped_base_row": None}  # the sweep has no base row for it yet
+    path = tmp_path / "convergence.json"
+    path.write_text(json.dumps({"command": "python benchmarks/convergence.py", "commit": "abc", "machine": "m",
+                                "runs": {"GRU4Rec-seed2020": run, "BERT4Rec-seed2020": no_row}}))
+    text = convergence_section(path)
+    assert "| GRU4Rec | 2020 | 100, 10 | 10 → 31 (21) | 0.0400 → 0.0500 (+25.0%) |" in text
+    assert "BERT4Rec" not in text

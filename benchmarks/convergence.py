@@ -1,0 +1,90 @@
+"""Is the sweep's `base` a fair baseline, or cut short by the sweep's epoch cap?
+
+For each parent model, train it as the sweep's base stage does (same config files, seed, split),
+but with the cap lifted to RecBole's own budget (``--epochs``, ``--stopping_step``), and compare
+its test result with the capped `base` row of the sweep CSV for the same seed. With
+``reproducibility`` on, the capped run is the first epochs of this one (the valid curves match
+epoch by epoch), so the curve also shows where the cap stopped it.
+
+    python benchmarks/convergence.py --models=GRU4Rec,BERT4Rec,SASRec --seed=2020
+
+Writes ``benchmarks/results/convergence.json``, one entry per model as it finishes (a rerun skips
+finished models).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from logging import getLogger
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from recbole.utils import init_logger  # noqa: E402
+
+from recbole_guided.benchmark import git_commit, load_sweep, machine  # noqa: E402
+from recbole_guided.config import GuidedConfig  # noqa: E402
+from recbole_guided.quick_start import train_and_evaluate  # noqa: E402
+
+METRICS = ["mrr@10", "ndcg@10", "recall@10", "recall@20"]
+
+
+def capped_row(results_csv: Path, parent: str, seed: int) -> dict | None:
+    """The sweep's `base` row of this parent and seed (the sweep names models by their Guided class)."""
+    if not results_csv.is_file():
+        return None
+    with open(results_csv, newline="") as f:
+        return next((r for r in csv.DictReader(f) if (r["model"], r["variant"], r["seed"]) ==
+                     (f"Guided{parent}", "base", str(seed))), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sweep", default=str(REPO / "benchmarks" / "configs" / "ml-100k.yaml"))
+    parser.add_argument("--models", default="SASRec,GRU4Rec,BERT4Rec")
+    parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--stopping_step", type=int, default=10, help="RecBole's default patience")
+    parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "convergence.json"))
+    args = parser.parse_args()
+    sweep = load_sweep(args.sweep)
+    output = Path(args.output)
+    done = json.loads(output.read_text()) if output.is_file() else {"runs": {}}
+
+    for parent in args.models.split(","):
+        key = f"{parent}-seed{args.seed}"
+        if key in done["runs"]:
+            continue
+        settings = {"seed": args.seed, "epochs": args.epochs, "stopping_step": args.stopping_step}
+        config = GuidedConfig(parent, sweep["datasets"][0], [str(REPO / f) for f in sweep["config_files"]], settings)
+        init_logger(config)
+        getLogger().info(config)
+        result = train_and_evaluate(config, saved=True)
+        capped = capped_row(REPO / sweep["results"], parent, args.seed)
+        curve = result["valid_scores"]
+        done["runs"][key] = {
+            "model": parent, "seed": args.seed, "budget": settings,
+            "epochs_trained": result["epochs_trained"],
+            "best_epoch": curve.index(max(curve)),  # 0-based, as RecBole logs epochs
+            f"valid_{config['valid_metric'].lower()}_curve": curve,
+            "test": {m: float(result["test_result"][m]) for m in METRICS},
+            "capped_base_row": {m: float(capped[f"test_{m}"]) for m in METRICS} | {
+                "epochs_trained": int(capped["epochs_trained"])} if capped else None,
+            "seconds_per_epoch": result["seconds_per_epoch"],
+        }
+        done.update(command="python benchmarks/convergence.py " + " ".join(sys.argv[1:]), machine=machine(),
+                    commit=git_commit(), sweep=str(Path(args.sweep).resolve().relative_to(REPO)))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(done, indent=2))
+        row = done["runs"][key]
+        capped_mrr = row["capped_base_row"]["mrr@10"] if capped else float("nan")
+        print(f"{parent} seed {args.seed}: best epoch {row['best_epoch']} of {row['epochs_trained']}, test MRR@10 "
+              f"{row['test']['mrr@10']:.4f} (capped base row: {capped_mrr:.4f})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
