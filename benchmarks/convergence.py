@@ -69,15 +69,18 @@ def main() -> None:
         done["runs"][key] = {
             "model": parent, "seed": args.seed, "budget": settings,
             "epochs_trained": result["epochs_trained"],
-            "best_epoch": curve.index(max(curve)),  # 0-based, as RecBole logs epochs
+            # 0-based, as RecBole logs epochs; the last of tied epochs, as RecBole keeps it (``>=``)
+            "best_epoch": len(curve) - 1 - curve[::-1].index(max(curve)),
             f"valid_{config['valid_metric'].lower()}_curve": curve,
             "test": {m: float(result["test_result"][m]) for m in METRICS},
             "capped_base_row": {m: float(capped[f"test_{m}"]) for m in METRICS} | {
                 "epochs_trained": int(capped["epochs_trained"])} if capped else None,
             "seconds_per_epoch": result["seconds_per_epoch"],
+            "command": "python benchmarks/convergence.py " + " ".join(sys.argv[1:]),
+            "commit": git_commit(),
+            "machine": machine(),
         }
-        done.update(command="python benchmarks/convergence.py " + " ".join(sys.argv[1:]), machine=machine(),
-                    commit=git_commit(), sweep=str(Path(args.sweep).resolve().relative_to(REPO)))
+        done["sweep"] = str(Path(args.sweep).resolve().relative_to(REPO))
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(done, indent=2))
         row = done["runs"][key]

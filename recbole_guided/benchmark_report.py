@@ -93,7 +93,7 @@ def convergence_section(path: Path) -> str:
 
 Each parent trained once more as the base stage trains it (same config files, split and seed) but
 with the cap lifted, and tested at its best validation epoch, against the sweep's capped `base`
-row: `{data['command']}` (commit {data['commit']}; {data['machine']}).
+row (epochs counted from 1; commands below the table).
 
 | parent | seed | budget (epochs, patience) | epochs trained: capped → uncapped (best) | MRR@10 | NDCG@10 | Recall@10 | Recall@20 |
 |---|---|---|---|---|---|---|---|"""]
@@ -103,6 +103,8 @@ row: `{data['command']}` (commit {data['commit']}; {data['machine']}).
                  for m in ("mrr@10", "ndcg@10", "recall@10", "recall@20")]
         out.append(f"| {r['model']} | {r['seed']} | {r['budget']['epochs']}, {r['budget']['stopping_step']} | "
                    f"{capped['epochs_trained']} → {r['epochs_trained']} ({r['best_epoch'] + 1}) | " + " | ".join(cells) + " |")
+    out.append("")
+    out += [f"- {r['model']}: `{r['command']}` (commit {r['commit']}; {r['machine']})" for r in runs]
     return "\n".join(out) + "\n"
 
 

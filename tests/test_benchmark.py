@@ -97,11 +97,12 @@ def test_convergence_section_sets_capped_base_against_uncapped(tmp_path):
     metrics = ("mrr@10", "ndcg@10", "recall@10", "recall@20")
     run = {"model": "GRU4Rec", "seed": 2020, "budget": {"epochs": 100, "stopping_step": 10},
            "epochs_trained": 31, "best_epoch": 20, "test": dict.fromkeys(metrics, 0.05),
-           "capped_base_row": {**dict.fromkeys(metrics, 0.04), "epochs_trained": 10}}
+           "capped_base_row": {**dict.fromkeys(metrics, 0.04), "epochs_trained": 10},
+           "command": "python benchmarks/convergence.py --models=GRU4Rec", "commit": "abc", "machine": "m"}
     no_row = {**run, "model": "BERT4Rec", "capped_base_row": None}  # the sweep has no base row for it yet
     path = tmp_path / "convergence.json"
-    path.write_text(json.dumps({"command": "python benchmarks/convergence.py", "commit": "abc", "machine": "m",
-                                "runs": {"GRU4Rec-seed2020": run, "BERT4Rec-seed2020": no_row}}))
+    path.write_text(json.dumps({"runs": {"GRU4Rec-seed2020": run, "BERT4Rec-seed2020": no_row}}))
     text = convergence_section(path)
     assert "| GRU4Rec | 2020 | 100, 10 | 10 → 31 (21) | 0.0400 → 0.0500 (+25.0%) |" in text
+    assert "- GRU4Rec: `python benchmarks/convergence.py --models=GRU4Rec` (commit abc; m)" in text
     assert "BERT4Rec" not in text
