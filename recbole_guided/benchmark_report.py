@@ -39,12 +39,21 @@ def mean_std(values) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def change_over_base(variant: dict[int, float], base: dict[int, float]) -> str:
+# Each ablation isolates one ingredient of `guided`: the comparison that says whether it matters.
+ABLATION_QUESTIONS = {
+    "random-guided": "the LLM's content (random vectors in its place)",
+    "metadata-guided": "the LLM against the dataset's own categories",
+    "guided-no-user": "the user vectors p_u",
+    "reduced-base-only": "the attributes at all (same PCA base, full width)",
+}
+
+
+def change_over(variant: dict[int, float], reference: dict[int, float]) -> str:
     """Relative change of the means over the seeds both have, and the paired t-test's p-value."""
-    seeds = sorted(set(variant) & set(base))
+    seeds = sorted(set(variant) & set(reference))
     if not seeds:
         return "–"
-    v, b = [variant[s] for s in seeds], [base[s] for s in seeds]
+    v, b = [variant[s] for s in seeds], [reference[s] for s in seeds]
     change = 100 * (statistics.mean(v) - statistics.mean(b)) / statistics.mean(b)
     if len(seeds) < 2:
         return f"{change:+.1f}%"
@@ -74,9 +83,19 @@ def results_tables(rows: list[dict], variants: list[str]) -> str:
         for variant in variants:
             if variant == "base" or not by_seed(rows, dataset, model, variant, "mrr@10"):
                 continue
-            cells = [change_over_base(by_seed(rows, dataset, model, variant, m),
-                                      by_seed(rows, dataset, model, "base", m)) for m in HEADLINE]
+            cells = [change_over(by_seed(rows, dataset, model, variant, m),
+                                 by_seed(rows, dataset, model, "base", m)) for m in HEADLINE]
             out.append(f"| {variant} | " + " | ".join(cells) + " |")
+        ablations = [v for v in ABLATION_QUESTIONS if v in variants and by_seed(rows, dataset, model, v, "mrr@10")]
+        if "guided" in variants and ablations:
+            out.append("\nChange of `guided` over each ablation, i.e. what the ablated ingredient adds "
+                       "(paired t-test over seeds, two-sided):\n")
+            out.append("| `guided` vs | what it tests | " + " | ".join(m.upper() for m in HEADLINE) + " |")
+            out.append("|---|---|" + "---|" * len(HEADLINE))
+            for ablation in ablations:
+                cells = [change_over(by_seed(rows, dataset, model, "guided", m),
+                                     by_seed(rows, dataset, model, ablation, m)) for m in HEADLINE]
+                out.append(f"| {ablation} | {ABLATION_QUESTIONS[ablation]} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -139,9 +158,11 @@ in place of the attributes; `metadata-guided` ml-100k genres (multi-hot) in plac
 
 ## Results (test, mean ± std over seeds)
 
-`s/epoch` is the mean training epoch of the sweep's runs, which may have shared the CPU with other
-jobs; what the refined table costs, measured side by side, is in `benchmarks/results/speed.json`
-(README, "Cost").
+`s/epoch` is the mean training epoch of the sweep's runs. It is not a cost comparison: runs shared
+the CPU with other jobs (often two sweep processes, one per core), and rows finished before commit
+5656be2 ran with the autograd anomaly detection that RecBole turns on (1.6 to 2 times slower, same
+numbers). What the refined table costs, measured side by side, is in
+`benchmarks/results/speed.json` (README, "Cost").
 {results_tables(rows, sweep['variants'])}
 """
     if sweep.get("convergence"):

@@ -45,6 +45,8 @@ def test_sweep_appends_rows_resumes_and_reports(tiny_root, tmp_path, monkeypatch
     write_report(sweep, sweep_file, report)
     text = report.read_text()
     assert "Sweep status: **complete**" in text and "| guided | 2 |" in text and "p=" in text
+    # guided against the ablation it has, with what that ablation tests
+    assert "| random-guided | the LLM's content (random vectors in its place) | " in text
 
 
 def test_partial_sweep_filters_must_name_what_the_sweep_has(tmp_path):
