@@ -1,8 +1,8 @@
 """Is the sweep's `base` a fair baseline, or cut short by the sweep's epoch cap?
 
 For each parent model, train it as the sweep's base stage does (same config files, seed, split),
-but with the cap lifted to RecBole's own budget (``--epochs``, ``--stopping_step``), and compare
-its test result with the capped `base` row of the sweep CSV for the same seed. With
+but with the cap lifted (``--epochs``, default 100; ``--stopping_step``, default RecBole's patience
+of 10), and compare its test result with the capped `base` row of the sweep CSV for the same seed. With
 ``reproducibility`` on, the capped run is the first epochs of this one (the valid curves match
 epoch by epoch), so the curve also shows where the cap stopped it.
 

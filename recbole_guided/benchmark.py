@@ -114,9 +114,8 @@ def git_commit() -> str:
 def machine() -> str:
     import os
 
-    import torch
-
     import recbole
+    import torch
 
     cpu = platform.processor() or platform.machine()
     return (f"{os.cpu_count()} CPU cores ({cpu}), RecBole {recbole.__version__}, torch {torch.__version__}, "

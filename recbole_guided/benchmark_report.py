@@ -7,7 +7,6 @@ import csv
 import datetime
 import json
 import statistics
-from collections import defaultdict
 from pathlib import Path
 
 from scipy import stats
@@ -107,7 +106,7 @@ def convergence_section(path: Path) -> str:
     runs = [r for r in data["runs"].values() if r["capped_base_row"]]
     if not runs:
         return ""
-    out = [f"""
+    out = ["""
 ## Is `base` cut short by the cap?
 
 Each parent trained once more as the base stage trains it (same config files, split and seed) but

@@ -11,7 +11,7 @@
   saved last. ``SafeTrainer`` adds the process id (and a counter within a process).
 * Importing RecBole's sequential models runs its ``sine.py``, which calls
   ``torch.autograd.set_detect_anomaly(True)`` for the whole process: every autograd op then
-  records a Python stack trace, and training SASRec, BERT4Rec or GRU4Rec ran 1.5 to 2 times
+  records a Python stack trace, and training SASRec, BERT4Rec or GRU4Rec ran 1.6 to 2 times
   slower. Anomaly detection changes no number, so importing this module turns it off again.
 """
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import statistics
 from logging import getLogger
-from pathlib import Path
 
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_logger, init_seed

@@ -14,7 +14,7 @@ import torch
 
 from recbole_guided.data_files import GuidedTable
 from recbole_guided.errors import GuidedFileError
-from recbole_guided.llm.backends import (BackendError, HFBackend, OpenAICompatibleBackend, expected_score,
+from recbole_guided.llm.backends import (BackendError, HFBackend, expected_score,
                                          locate_short_name, make_backend)
 from recbole_guided.llm.prompts import (SUBJECT_SEPARATOR, AnswerError, answer_prefix, item_messages,
                                         parse_json_answer, read_item_texts, user_messages)
