@@ -9,13 +9,12 @@ epoch by epoch), so the curve also shows where the cap stopped it.
     python benchmarks/convergence.py --models=GRU4Rec,BERT4Rec,SASRec --seed=2020
 
 Writes ``benchmarks/results/convergence.json``, one entry per model as it finishes (a rerun skips
-finished models).
+finished models); the benchmark report sets each beside the sweep's capped row.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from logging import getLogger
@@ -27,19 +26,11 @@ sys.path.insert(0, str(REPO))
 from recbole.utils import init_logger  # noqa: E402
 
 from recbole_guided.benchmark import git_commit, load_sweep, machine  # noqa: E402
+from recbole_guided.benchmark_report import capped_base_row, read_rows  # noqa: E402
 from recbole_guided.config import GuidedConfig  # noqa: E402
 from recbole_guided.quick_start import train_and_evaluate  # noqa: E402
 
 METRICS = ["mrr@10", "ndcg@10", "recall@10", "recall@20"]
-
-
-def capped_row(results_csv: Path, parent: str, seed: int) -> dict | None:
-    """The sweep's `base` row of this parent and seed (the sweep names models by their Guided class)."""
-    if not results_csv.is_file():
-        return None
-    with open(results_csv, newline="") as f:
-        return next((r for r in csv.DictReader(f) if (r["model"], r["variant"], r["seed"]) ==
-                     (f"Guided{parent}", "base", str(seed))), None)
 
 
 def main() -> None:
@@ -64,7 +55,6 @@ def main() -> None:
         init_logger(config)
         getLogger().info(config)
         result = train_and_evaluate(config, saved=True)
-        capped = capped_row(REPO / sweep["results"], parent, args.seed)
         curve = result["valid_scores"]
         done["runs"][key] = {
             "model": parent, "seed": args.seed, "budget": settings,
@@ -73,8 +63,6 @@ def main() -> None:
             "best_epoch": len(curve) - 1 - curve[::-1].index(max(curve)),
             f"valid_{config['valid_metric'].lower()}_curve": curve,
             "test": {m: float(result["test_result"][m]) for m in METRICS},
-            "capped_base_row": {m: float(capped[f"test_{m}"]) for m in METRICS} | {
-                "epochs_trained": int(capped["epochs_trained"])} if capped else None,
             "seconds_per_epoch": result["seconds_per_epoch"],
             "command": "python benchmarks/convergence.py " + " ".join(sys.argv[1:]),
             "commit": git_commit(),
@@ -84,7 +72,8 @@ def main() -> None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(done, indent=2))
         row = done["runs"][key]
-        capped_mrr = row["capped_base_row"]["mrr@10"] if capped else float("nan")
+        capped = capped_base_row(read_rows(REPO / sweep["results"]), parent, args.seed)
+        capped_mrr = float(capped["test_mrr@10"]) if capped else float("nan")
         print(f"{parent} seed {args.seed}: best epoch {row['best_epoch']} of {row['epochs_trained']}, test MRR@10 "
               f"{row['test']['mrr@10']:.4f} (capped base row: {capped_mrr:.4f})", flush=True)
 

@@ -98,12 +98,18 @@ def results_tables(rows: list[dict], variants: list[str]) -> str:
     return "\n".join(out)
 
 
-def convergence_section(path: Path) -> str:
-    """The capped `base` against the same parent trained with the cap lifted (benchmarks/convergence.py)."""
+def capped_base_row(rows: list[dict], parent: str, seed: int) -> dict | None:
+    """The sweep's `base` row of a parent and seed (the sweep names models by their Guided class)."""
+    return next((r for r in rows if (r["model"], r["variant"], r["seed"]) == (f"Guided{parent}", "base", str(seed))), None)
+
+
+def convergence_section(path: Path, rows: list[dict]) -> str:
+    """The sweep's capped `base` rows against the same parents trained with the cap lifted
+    (``benchmarks/convergence.py``), for the parents and seeds that have both."""
     if not path.is_file():
         return ""
-    data = json.loads(path.read_text())
-    runs = [r for r in data["runs"].values() if r["capped_base_row"]]
+    runs = [(r, capped_base_row(rows, r["model"], r["seed"])) for r in json.loads(path.read_text())["runs"].values()]
+    runs = [(r, capped) for r, capped in runs if capped]
     if not runs:
         return ""
     out = ["""
@@ -115,14 +121,14 @@ row (epochs counted from 1; commands below the table).
 
 | parent | seed | budget (epochs, patience) | epochs trained: capped → uncapped (best) | MRR@10 | NDCG@10 | Recall@10 | Recall@20 |
 |---|---|---|---|---|---|---|---|"""]
-    for r in runs:
-        capped, full = r["capped_base_row"], r["test"]
-        cells = [f"{capped[m]:.4f} → {full[m]:.4f} ({100 * (full[m] - capped[m]) / capped[m]:+.1f}%)"
+    for r, capped in runs:
+        before = {m: float(capped[f"test_{m}"]) for m in r["test"]}
+        cells = [f"{before[m]:.4f} → {r['test'][m]:.4f} ({100 * (r['test'][m] - before[m]) / before[m]:+.1f}%)"
                  for m in ("mrr@10", "ndcg@10", "recall@10", "recall@20")]
         out.append(f"| {r['model']} | {r['seed']} | {r['budget']['epochs']}, {r['budget']['stopping_step']} | "
                    f"{capped['epochs_trained']} → {r['epochs_trained']} ({r['best_epoch'] + 1}) | " + " | ".join(cells) + " |")
     out.append("")
-    out += [f"- {r['model']}: `{r['command']}` (commit {r['commit']}; {r['machine']})" for r in runs]
+    out += [f"- {r['model']}: `{r['command']}` (commit {r['commit']}; {r['machine']})" for r, _ in runs]
     return "\n".join(out) + "\n"
 
 
@@ -167,7 +173,7 @@ numbers). What the refined table costs, measured side by side, is in
 {results_tables(rows, sweep['variants'])}
 """
     if sweep.get("convergence"):
-        text += convergence_section(REPO_ROOT / sweep["convergence"])
+        text += convergence_section(REPO_ROOT / sweep["convergence"], rows)
     notes = REPO_ROOT / sweep["notes"] if sweep.get("notes") else None
     if notes is not None and notes.is_file():  # hand-written reading of the numbers, kept beside the sweep
         text += "\n" + notes.read_text()

@@ -95,16 +95,18 @@ def test_convergence_section_sets_capped_base_against_uncapped(tmp_path):
 
     from recbole_guided.benchmark_report import convergence_section
 
-    assert convergence_section(tmp_path / "missing.json") == ""
     metrics = ("mrr@10", "ndcg@10", "recall@10", "recall@20")
+    capped = {"model": "GuidedGRU4Rec", "variant": "base", "seed": "2020", "epochs_trained": "10",
+              **{f"test_{m}": "0.04" for m in metrics}}
+    other_variant = {**capped, "variant": "guided", "test_mrr@10": "0.9"}
+    assert convergence_section(tmp_path / "missing.json", [capped]) == ""
     run = {"model": "GRU4Rec", "seed": 2020, "budget": {"epochs": 100, "stopping_step": 10},
            "epochs_trained": 31, "best_epoch": 20, "test": dict.fromkeys(metrics, 0.05),
-           "capped_base_row": {**dict.fromkeys(metrics, 0.04), "epochs_trained": 10},
            "command": "python benchmarks/convergence.py --models=GRU4Rec", "commit": "abc", "machine": "m"}
-    no_row = {**run, "model": "BERT4Rec", "capped_base_row": None}  # the sweep has no base row for it yet
+    no_row = {**run, "model": "BERT4Rec"}  # the sweep has no base row for it yet
     path = tmp_path / "convergence.json"
     path.write_text(json.dumps({"runs": {"GRU4Rec-seed2020": run, "BERT4Rec-seed2020": no_row}}))
-    text = convergence_section(path)
+    text = convergence_section(path, [other_variant, capped])
     assert "| GRU4Rec | 2020 | 100, 10 | 10 → 31 (21) | 0.0400 → 0.0500 (+25.0%) |" in text
     assert "- GRU4Rec: `python benchmarks/convergence.py --models=GRU4Rec` (commit abc; m)" in text
     assert "BERT4Rec" not in text
