@@ -2,9 +2,7 @@
 
 For each pair, on the same data and settings, in one process: one training epoch and one
 full-ranking evaluation of the parent, then of the Guided model, repeated ``--repeats`` times
-(alternating, so both see the same machine load); the medians' ratio is written out. The parent
-is also timed with autograd anomaly detection on, as any process that imports RecBole's sequential
-models has it unless ``recbole_guided`` is imported (see ``recbole_guided/compat.py``).
+(alternating, so both see the same machine load); the medians' ratio is written out.
 
     python benchmarks/speed.py --dataset=ml-100k --repeats=2
 
@@ -56,17 +54,6 @@ def time_once(trainer, train, valid) -> tuple[float, float]:
     return mid - start, time.perf_counter() - mid
 
 
-def time_with_anomaly_detection(trainer, train) -> float:
-    """One training epoch as plain RecBole runs it: with the anomaly detection its sine.py turns on."""
-    torch.autograd.set_detect_anomaly(True)
-    try:
-        start = time.perf_counter()
-        trainer._train_epoch(train, 0)
-        return time.perf_counter() - start
-    finally:
-        torch.autograd.set_detect_anomaly(False)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", default="ml-100k")
@@ -91,13 +78,11 @@ def main() -> None:
         for parent, guided in PAIRS:
             runs = {parent: build(parent, args.dataset, settings), guided: build(guided, args.dataset, guided_settings)}
             times = {name: ([], []) for name in runs}
-            anomaly_on = []
             for _ in range(args.repeats):
                 for name, (trainer, train, valid) in runs.items():
                     t_train, t_eval = time_once(trainer, train, valid)
                     times[name][0].append(t_train)
                     times[name][1].append(t_eval)
-                anomaly_on.append(time_with_anomaly_detection(runs[parent][0], runs[parent][1]))
             med = {name: (statistics.median(t[0]), statistics.median(t[1])) for name, t in times.items()}
             rows.append({
                 "parent": parent, "guided": guided,
@@ -106,11 +91,8 @@ def main() -> None:
                 "guided_table": repr(runs[guided][0].model.item_embedding),
                 "train_ratio": med[guided][0] / med[parent][0],
                 "eval_ratio": med[guided][1] / med[parent][1],
-                "parent_train_epoch_s_with_recbole_anomaly_detection": statistics.median(anomaly_on),
-                "anomaly_detection_slowdown": statistics.median(anomaly_on) / med[parent][0],
             })
-            print(f"{guided}/{parent}: train x{rows[-1]['train_ratio']:.3f}, eval x{rows[-1]['eval_ratio']:.3f}; "
-                  f"{parent} with RecBole's anomaly detection x{rows[-1]['anomaly_detection_slowdown']:.2f}", flush=True)
+            print(f"{guided}/{parent}: train x{rows[-1]['train_ratio']:.3f}, eval x{rows[-1]['eval_ratio']:.3f}", flush=True)
 
     out = {
         "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]),

@@ -167,7 +167,7 @@ in place of the attributes; `metadata-guided` ml-100k genres (multi-hot) in plac
 
 `s/epoch` is the mean training epoch of the sweep's runs. It is not a cost comparison: runs shared
 the CPU with other jobs (often two sweep processes, one per core), and rows finished before commit
-5656be2 ran with the autograd anomaly detection that RecBole turns on (1.6 to 2 times slower, same
+5656be2 ran with the autograd anomaly detection that RecBole turns on (1.7 to 2 times slower, same
 numbers). What the refined table costs, measured side by side, is in
 `benchmarks/results/speed.json` (README, "Cost").
 {results_tables(rows, sweep['variants'])}

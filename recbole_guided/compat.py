@@ -11,8 +11,8 @@
   saved last. ``SafeTrainer`` adds the process id (and a counter within a process).
 * Importing RecBole's sequential models runs its ``sine.py``, which calls
   ``torch.autograd.set_detect_anomaly(True)`` for the whole process: every autograd op then
-  records a Python stack trace, and training SASRec, BERT4Rec or GRU4Rec ran 1.6 to 2 times
-  slower. Anomaly detection changes no number, so importing this module turns it off again.
+  records a Python stack trace, and training steps of SASRec, BERT4Rec and GRU4Rec ran 1.7 to 2
+  times slower (``benchmarks/anomaly_cost.py``). Anomaly detection changes no number, so importing this module turns it off again.
 """
 
 from __future__ import annotations
