@@ -52,6 +52,8 @@ def run_base_stage(guided_config, dataset, config_file_list, config_dict, cmd_ar
         "test_result": {k: float(v) for k, v in result["test_result"].items()},
         "seconds_per_epoch": result["seconds_per_epoch"],
         "epochs_trained": result["epochs_trained"],
+        "epochs": result["epochs"],
+        "stopping_step": result["stopping_step"],
         "saved_model_file": result["saved_model_file"],
         "embedding_file": str(embedding_file),
     }

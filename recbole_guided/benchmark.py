@@ -34,7 +34,8 @@ VARIANTS = {
 }
 METRICS = ["mrr@10", "ndcg@10", "recall@10", "mrr@20", "ndcg@20", "recall@20", "hit@10"]
 COLUMNS = ["dataset", "model", "variant", "seed", *[f"test_{m}" for m in METRICS],
-           *[f"valid_{m}" for m in METRICS], "seconds_per_epoch", "epochs_trained", "finished", "commit"]
+           *[f"valid_{m}" for m in METRICS], "seconds_per_epoch", "epochs_trained",
+           "epochs", "stopping_step", "threads", "finished", "commit"]  # the budget each run had, and torch's threads
 
 
 def load_sweep(path) -> dict:
@@ -48,7 +49,16 @@ def load_sweep(path) -> dict:
     unknown = set(sweep["variants"]) - set(VARIANTS)
     if unknown:
         raise ConfigError(f"{path}: unknown variants {sorted(unknown)}; expected some of {list(VARIANTS)}")
+    unknown = set(sweep.get("model_settings") or {}) - set(sweep["models"])
+    if unknown:
+        raise ConfigError(f"{path}: model_settings for {sorted(unknown)}, which are not in models {sweep['models']}")
     return sweep
+
+
+def run_settings(sweep: dict, model: str, variant: str, seed: int) -> dict:
+    """The sweep's settings, then the model's own (e.g. a longer epoch budget), then the variant's."""
+    model_settings = (sweep.get("model_settings") or {}).get(model) or {}
+    return {**(sweep.get("settings") or {}), **model_settings, **VARIANTS[variant], "seed": seed}
 
 
 def done_runs(results: Path) -> set[tuple]:
@@ -62,6 +72,12 @@ def append_row(results: Path, row: dict) -> None:
     """One finished run, appended and flushed at once (a killed sweep loses at most the run in flight)."""
     results.parent.mkdir(parents=True, exist_ok=True)
     new = not results.is_file()
+    if not new:
+        with open(results, newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != COLUMNS:  # appending under another header would shift every value into the wrong column
+            raise ConfigError(f"{results}: line 1 has columns {header}; expected {COLUMNS}. "
+                              "Move this file aside (it was written by another version) and rerun.")
     with open(results, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         if new:
@@ -71,8 +87,11 @@ def append_row(results: Path, row: dict) -> None:
 
 
 def _row(dataset, model, variant, seed, result) -> dict:
+    import torch
+
     row = {"dataset": dataset, "model": model, "variant": variant, "seed": seed,
            "seconds_per_epoch": f"{result['seconds_per_epoch']:.2f}", "epochs_trained": result["epochs_trained"],
+           "epochs": result["epochs"], "stopping_step": result["stopping_step"], "threads": torch.get_num_threads(),
            "finished": datetime.datetime.now().isoformat(timespec="seconds"), "commit": git_commit()}
     for split in ("test", "valid"):
         values = result["test_result" if split == "test" else "best_valid_result"]
@@ -93,7 +112,7 @@ def run_sweep(sweep: dict, cmd_args=()) -> Path:
                 for variant in guided_variants:
                     if (dataset, model, variant, seed) in done_runs(results):
                         continue
-                    settings = {**(sweep.get("settings") or {}), **VARIANTS[variant], "seed": seed}
+                    settings = run_settings(sweep, model, variant, seed)
                     result = run_recbole_guided(model, dataset, config_files, settings, cmd_args=cmd_args)
                     # The base stage ran (or was reused) with the same data, split and seed. Read the
                     # CSV again: a parallel sweep process may have recorded it while this run trained.

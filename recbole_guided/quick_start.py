@@ -45,6 +45,8 @@ def train_and_evaluate(config, saved: bool = True, resume_file=None) -> dict:
         "seed": config["seed"],
         "seconds_per_epoch": statistics.mean(trainer.epoch_seconds) if trainer.epoch_seconds else None,
         "epochs_trained": len(trainer.epoch_seconds),
+        "epochs": config["epochs"],  # the budget: the cap and the patience of early stopping
+        "stopping_step": config["stopping_step"],
         "valid_scores": trainer.valid_scores,
         "saved_model_file": trainer.saved_model_file if saved else None,
         "_trained_model": model,
