@@ -50,7 +50,8 @@ def main() -> None:
         key = f"{parent}-seed{args.seed}"
         if key in done["runs"]:
             continue
-        settings = {**(sweep.get("settings") or {}), "seed": args.seed, "epochs": args.epochs,
+        model_settings = (sweep.get("model_settings") or {}).get(f"Guided{parent}") or {}
+        settings = {**(sweep.get("settings") or {}), **model_settings, "seed": args.seed, "epochs": args.epochs,
                     "stopping_step": args.stopping_step}  # the sweep's own settings, the cap lifted
         config = GuidedConfig(parent, sweep["datasets"][0], [str(REPO / f) for f in sweep["config_files"]], settings)
         init_logger(config)
