@@ -2,6 +2,8 @@
 
 import csv
 
+import pytest
+import torch
 import yaml
 from synthetic import tiny_config
 
@@ -19,7 +21,7 @@ def test_sweep_appends_rows_resumes_and_reports(tiny_root, tmp_path, monkeypatch
     sweep_file.write_text(yaml.safe_dump({
         "datasets": ["tiny"], "models": ["GuidedGRU4Rec"], "seeds": [1, 2],
         "variants": ["base", "guided", "random-guided"], "config_files": ["tiny.yaml"],
-        "settings": {"epochs": 1}, "results": "results.csv",
+        "settings": {"epochs": 1}, "model_settings": {"GuidedGRU4Rec": {"stopping_step": 5}}, "results": "results.csv",
     }))
     sweep = load_sweep(sweep_file)
     results = run_sweep(sweep)
@@ -28,6 +30,8 @@ def test_sweep_appends_rows_resumes_and_reports(tiny_root, tmp_path, monkeypatch
     assert sorted((r["variant"], r["seed"]) for r in rows) == sorted(
         (v, s) for v in ("base", "guided", "random-guided") for s in ("1", "2"))
     assert all(0 <= float(r["test_mrr@10"]) <= float(r["test_recall@20"]) <= 1 for r in rows)
+    # each row records the budget it ran with: the sweep's epochs, the model's own patience
+    assert {(r["epochs"], r["stopping_step"], r["threads"]) for r in rows} == {("1", "5", str(torch.get_num_threads()))}
 
     # Resuming: a finished sweep runs nothing more; a deleted row is the only run redone.
     rows_kept = [r for r in rows if not (r["variant"] == "random-guided" and r["seed"] == "2")]
@@ -45,13 +49,37 @@ def test_sweep_appends_rows_resumes_and_reports(tiny_root, tmp_path, monkeypatch
     write_report(sweep, sweep_file, report)
     text = report.read_text()
     assert "Sweep status: **complete**" in text and "| guided | 2 |" in text and "p=" in text
+    assert "Every run: at most 1 epochs, patience 5." in text and "GuidedGRU4Rec only: {'stopping_step': 5}" in text
     # guided against the ablation it has, with what that ablation tests
     assert "| random-guided | the LLM's content (random vectors in its place) | " in text
 
 
-def test_partial_sweep_filters_must_name_what_the_sweep_has(tmp_path):
-    import pytest
+def test_budgets_that_would_mix_or_misalign_rows_are_refused(tmp_path):
+    from recbole_guided.benchmark_report import results_tables
+    from recbole_guided.errors import ConfigError
 
+    row = {c: "0.1" for c in benchmark.COLUMNS} | {"dataset": "ml-100k", "model": "GuidedBERT4Rec",
+                                                  "variant": "base", "seed": "1", "epochs": "10", "stopping_step": "3"}
+    longer = row | {"seed": "2", "epochs": "30"}
+    with pytest.raises(ConfigError, match=r"r.csv: ml-100k GuidedBERT4Rec has runs with different budgets .*'10'.*'30'"):
+        results_tables([row, longer], ["base"], "r.csv")
+    assert "Every run: at most 10 epochs, patience 3." in results_tables([row], ["base"], "r.csv")
+
+    old = tmp_path / "old.csv"  # written before the budget columns existed
+    old.write_text(",".join(c for c in benchmark.COLUMNS if c not in ("epochs", "stopping_step", "threads")) + "\n")
+    with pytest.raises(ConfigError, match=r"old.csv: line 1 has columns .*; expected .*Move this file aside"):
+        benchmark.append_row(old, row)
+    assert len(old.read_text().splitlines()) == 1  # nothing appended
+
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "datasets": ["tiny"], "models": ["GuidedGRU4Rec"], "seeds": [1], "variants": ["base"], "config_files": [],
+        "results": "r.csv", "model_settings": {"GuidedBERT4Rec": {"epochs": 30}}}))
+    with pytest.raises(ConfigError, match=r"sweep.yaml: model_settings for \['GuidedBERT4Rec'\], which are not in models"):
+        load_sweep(sweep_file)
+
+
+def test_partial_sweep_filters_must_name_what_the_sweep_has(tmp_path):
     from recbole_guided.errors import ConfigError
 
     sweep_file = tmp_path / "sweep.yaml"
@@ -96,7 +124,8 @@ def test_convergence_section_sets_capped_base_against_uncapped(tmp_path):
     from recbole_guided.benchmark_report import convergence_section
 
     metrics = ("mrr@10", "ndcg@10", "recall@10", "recall@20")
-    capped = {"model": "GuidedGRU4Rec", "variant": "base", "seed": "2020", "epochs_trained": "10",
+    capped = {"model": "GuidedGRU4Rec", "variant": "base", "seed": "2020", "epochs_trained": "10", "epochs": "10",
+              "stopping_step": "3",
               **{f"test_{m}": "0.04" for m in metrics}}
     other_variant = {**capped, "variant": "guided", "test_mrr@10": "0.9"}
     assert convergence_section(tmp_path / "missing.json", [capped]) == ""
@@ -107,6 +136,6 @@ def test_convergence_section_sets_capped_base_against_uncapped(tmp_path):
     path = tmp_path / "convergence.json"
     path.write_text(json.dumps({"runs": {"GRU4Rec-seed2020": run, "BERT4Rec-seed2020": no_row}}))
     text = convergence_section(path, [other_variant, capped])
-    assert "| GRU4Rec | 2020 | 100, 10 | 10 → 31 (21) | 0.0400 → 0.0500 (+25.0%) |" in text
+    assert "| GRU4Rec | 2020 | 10, 3 → 100, 10 | 10 → 31 (21) | 0.0400 → 0.0500 (+25.0%) |" in text
     assert "- GRU4Rec: `python benchmarks/convergence.py --models=GRU4Rec` (commit abc; m)" in text
     assert "BERT4Rec" not in text
