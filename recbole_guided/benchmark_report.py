@@ -126,11 +126,11 @@ def convergence_section(path: Path, rows: list[dict]) -> str:
     if not runs:
         return ""
     out = ["""
-## Is `base` cut short by the cap?
+## Is `base` cut short by the budget?
 
 Each parent trained once more as the base stage trains it (same config files, split and seed) but
-with the cap lifted, and tested at its best validation epoch, against the sweep's capped `base`
-row (epochs counted from 1; commands below the table).
+with the cap lifted and RecBole's own patience, and tested at its best validation epoch, against
+the sweep's `base` row (epochs counted from 1; commands below the table).
 
 | parent | seed | budget (epochs, patience): capped → uncapped | epochs trained: capped → uncapped (best) | MRR@10 | NDCG@10 | Recall@10 | Recall@20 |
 |---|---|---|---|---|---|---|---|"""]
