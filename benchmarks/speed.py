@@ -97,6 +97,7 @@ def main() -> None:
     out = {
         "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:]),
         "machine": machine(),
+        "threads": torch.get_num_threads(),  # results and times depend on it (OMP_NUM_THREADS)
         "commit": git_commit(),
         "dataset": args.dataset,
         "settings": settings,
