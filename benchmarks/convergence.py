@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from recbole.utils import init_logger  # noqa: E402
 
-from recbole_guided.benchmark import git_commit, load_sweep, machine  # noqa: E402
+from recbole_guided.benchmark import git_commit, load_sweep, machine, run_settings  # noqa: E402
 from recbole_guided.benchmark_report import capped_base_row, read_rows  # noqa: E402
 from recbole_guided.config import GuidedConfig  # noqa: E402
 from recbole_guided.quick_start import train_and_evaluate  # noqa: E402
@@ -50,9 +50,8 @@ def main() -> None:
         key = f"{parent}-seed{args.seed}"
         if key in done["runs"]:
             continue
-        model_settings = (sweep.get("model_settings") or {}).get(f"Guided{parent}") or {}
-        settings = {**(sweep.get("settings") or {}), **model_settings, "seed": args.seed, "epochs": args.epochs,
-                    "stopping_step": args.stopping_step}  # the sweep's own settings, the cap lifted
+        settings = {**run_settings(sweep, f"Guided{parent}", "base", args.seed),  # the sweep's own settings,
+                    "epochs": args.epochs, "stopping_step": args.stopping_step}  # the cap lifted
         config = GuidedConfig(parent, sweep["datasets"][0], [str(REPO / f) for f in sweep["config_files"]], settings)
         init_logger(config)
         getLogger().info(config)

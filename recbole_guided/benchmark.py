@@ -58,7 +58,7 @@ def load_sweep(path) -> dict:
 def run_settings(sweep: dict, model: str, variant: str, seed: int) -> dict:
     """The sweep's settings, then the model's own (e.g. a longer epoch budget), then the variant's."""
     model_settings = (sweep.get("model_settings") or {}).get(model) or {}
-    return {**(sweep.get("settings") or {}), **model_settings, **VARIANTS[variant], "seed": seed}
+    return {**(sweep.get("settings") or {}), **model_settings, **(VARIANTS[variant] or {}), "seed": seed}
 
 
 def done_runs(results: Path) -> set[tuple]:
