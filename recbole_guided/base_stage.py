@@ -39,9 +39,11 @@ def run_base_stage(guided_config, dataset, config_file_list, config_dict, cmd_ar
     config = GuidedConfig(base_name, dataset, config_file_list, config_dict, cmd_args)
     stem = Path(guided_config["checkpoint_dir"]) / "base" / f"{base_name}-{config['dataset']}-seed{config['seed']}-{config_key(config)}"
     record_file, embedding_file = stem.with_suffix(".json"), stem.with_suffix(".npz")
+    # Part of config_key, so a reused record had the same budget (records written before it was kept lack it).
+    budget = {"epochs": config["epochs"], "stopping_step": config["stopping_step"]}
     if record_file.is_file() and embedding_file.is_file():
         logger.info(f"base stage: reusing {base_name} from {record_file}")
-        return json.loads(record_file.read_text())
+        return {**json.loads(record_file.read_text()), **budget}
     logger.info(f"base stage: training {base_name} on {config['dataset']} (seed {config['seed']})")
     result = train_and_evaluate(config)
     export_item_embeddings(result["_trained_model"], result["_dataset"], embedding_file)
@@ -52,8 +54,7 @@ def run_base_stage(guided_config, dataset, config_file_list, config_dict, cmd_ar
         "test_result": {k: float(v) for k, v in result["test_result"].items()},
         "seconds_per_epoch": result["seconds_per_epoch"],
         "epochs_trained": result["epochs_trained"],
-        "epochs": result["epochs"],
-        "stopping_step": result["stopping_step"],
+        **budget,
         "saved_model_file": result["saved_model_file"],
         "embedding_file": str(embedding_file),
     }

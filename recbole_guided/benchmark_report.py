@@ -61,10 +61,14 @@ def change_over(variant: dict[int, float], reference: dict[int, float]) -> str:
     return f"{change:+.1f}% (p{'<0.01' if p < 0.01 else f'={p:.2f}'})"
 
 
+def row_budget(row: dict) -> tuple[str, str]:
+    """(epoch cap, patience) of a CSV row; '?' for rows written before the CSV recorded them."""
+    return row.get("epochs") or "?", row.get("stopping_step") or "?"
+
+
 def budget(rows: list[dict], dataset: str, model: str, results: str = "the results CSV") -> str:
     """The epoch cap and patience every run of this model had; a table mixing budgets is refused."""
-    found = {(r.get("epochs") or "?", r.get("stopping_step") or "?") for r in rows
-             if (r["dataset"], r["model"]) == (dataset, model)}
+    found = {row_budget(r) for r in rows if (r["dataset"], r["model"]) == (dataset, model)}
     if len(found) > 1:
         raise ConfigError(f"{results}: {dataset} {model} has runs with different budgets (epochs, stopping_step) "
                           f"{sorted(found)}; expected one. Move the rows of the old budget to another file.")
@@ -138,8 +142,7 @@ the sweep's `base` row (epochs counted from 1; commands below the table).
         before = {m: float(capped[f"test_{m}"]) for m in r["test"]}
         cells = [f"{before[m]:.4f} → {r['test'][m]:.4f} ({100 * (r['test'][m] - before[m]) / before[m]:+.1f}%)"
                  for m in ("mrr@10", "ndcg@10", "recall@10", "recall@20")]
-        capped_budget = f"{capped.get('epochs') or '?'}, {capped.get('stopping_step') or '?'}"
-        out.append(f"| {r['model']} | {r['seed']} | {capped_budget} → {r['budget']['epochs']}, {r['budget']['stopping_step']} | "
+        out.append(f"| {r['model']} | {r['seed']} | {', '.join(row_budget(capped))} → {r['budget']['epochs']}, {r['budget']['stopping_step']} | "
                    f"{capped['epochs_trained']} → {r['epochs_trained']} ({r['best_epoch'] + 1}) | " + " | ".join(cells) + " |")
     out.append("")
     out += [f"- {r['model']}: `{r['command']}` (commit {r['commit']}; {r['machine']})" for r, _ in runs]

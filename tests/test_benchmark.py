@@ -1,6 +1,7 @@
 """The sweep appends one row per run, resumes without redoing runs, and reports honestly."""
 
 import csv
+import json
 
 import pytest
 import torch
@@ -33,8 +34,12 @@ def test_sweep_appends_rows_resumes_and_reports(tiny_root, tmp_path, monkeypatch
     # each row records the budget it ran with: the sweep's epochs, the model's own patience
     assert {(r["epochs"], r["stopping_step"], r["threads"]) for r in rows} == {("1", "5", str(torch.get_num_threads()))}
 
-    # Resuming: a finished sweep runs nothing more; a deleted row is the only run redone.
-    rows_kept = [r for r in rows if not (r["variant"] == "random-guided" and r["seed"] == "2")]
+    # Resuming: a finished sweep runs nothing more; deleted rows are the only runs redone. The base
+    # stage is reused, from records as an earlier version wrote them (without the budget).
+    for record in (tmp_path / "saved" / "base").glob("*.json"):
+        old = json.loads(record.read_text())
+        record.write_text(json.dumps({k: v for k, v in old.items() if k not in ("epochs", "stopping_step")}))
+    rows_kept = [r for r in rows if not (r["variant"] in ("base", "random-guided") and r["seed"] == "2")]
     with open(results, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=benchmark.COLUMNS)
         writer.writeheader()
@@ -43,6 +48,8 @@ def test_sweep_appends_rows_resumes_and_reports(tiny_root, tmp_path, monkeypatch
     with open(results) as f:
         again = list(csv.DictReader(f))
     assert len(again) == len(rows) and again[-1]["variant"] == "random-guided" and again[-1]["seed"] == "2"
+    assert [(r["variant"], r["epochs"], r["stopping_step"]) for r in again[-2:]] == [
+        ("base", "1", "5"), ("random-guided", "1", "5")]
 
     report = tmp_path / "benchmarks.md"
     monkeypatch.setattr("recbole_guided.benchmark_report.REPO_ROOT", tmp_path)
