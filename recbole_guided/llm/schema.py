@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 
 from recbole_guided.errors import GuidedFileError
+from recbole_guided.resources import SCHEMA_DIR  # the shipped schemas, wherever the plugin is installed
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "properties" / "attributes"
 ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")  # also a column name in the .guided header
 REQUIRED_KEYS = ("domain", "framing", "item_template", "scale", "attributes")
 ATTRIBUTE_KEYS = ("name", "description", "low", "high")
@@ -34,6 +34,13 @@ class Attribute:
 
 
 @dataclass(frozen=True)
+class Example:
+    """An anchored example shown in the prompt: an item's text and the scores it deserves."""
+    item: str
+    scores: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
 class AttributeSchema:
     domain: str
     framing: str            # who the LLM is: an experienced salesperson of the domain
@@ -43,6 +50,7 @@ class AttributeSchema:
     attributes: tuple[Attribute, ...]
     user_framing: str = DEFAULT_USER_FRAMING
     source: str = "<memory>"
+    examples: tuple[Example, ...] = ()  # optional: rated items shown before the item to rate
 
     @property
     def names(self) -> list[str]:
@@ -103,12 +111,33 @@ class AttributeSchema:
                 raise GuidedFileError(f"{where}: duplicate attribute name '{name}'")
             seen.add(name)
             attributes.append(Attribute(name, *(str(entry[key]).strip() for key in ATTRIBUTE_KEYS[1:])))
+        examples = cls._examples(data.get("examples") or [], [a.name for a in attributes],
+                                 scale["min"], scale["max"], source)
         return cls(
-            domain=str(data["domain"]), framing=str(data["framing"]).strip(),
+            domain=str(data["domain"]), framing=str(data["framing"]).strip(), examples=examples,
             item_template=str(data["item_template"]).strip(), scale_min=scale["min"],
             scale_max=scale["max"], attributes=tuple(attributes),
             user_framing=str(data.get("user_framing") or DEFAULT_USER_FRAMING).strip(), source=source,
         )
+
+    @staticmethod
+    def _examples(raw, names: list[str], lo: int, hi: int, source: str) -> tuple[Example, ...]:
+        if not isinstance(raw, list):
+            raise GuidedFileError(f"{source}: 'examples' must be a list of {{item: text, scores: {{attribute: score}}}}")
+        examples = []
+        for k, entry in enumerate(raw, start=1):
+            where = f"{source}: example #{k}"
+            if not (isinstance(entry, dict) and str(entry.get("item") or "").strip()
+                    and isinstance(entry.get("scores"), dict)):
+                raise GuidedFileError(f"{where}: expected {{item: text, scores: {{attribute: score}}}}")
+            scores = entry["scores"]
+            if sorted(scores) != sorted(names):
+                raise GuidedFileError(f"{where}: scores must name every attribute {names} once, got {sorted(scores)}")
+            bad = {n: v for n, v in scores.items() if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi}
+            if bad:
+                raise GuidedFileError(f"{where}: scores must be whole numbers from {lo} to {hi}, got {bad}")
+            examples.append(Example(str(entry["item"]).strip(), tuple((n, scores[n]) for n in names)))
+        return tuple(examples)
 
     def check_item_fields(self, fields: list[str], item_file: str) -> None:
         absent = [f for f in self.template_fields if f not in fields]
