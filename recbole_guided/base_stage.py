@@ -1,7 +1,7 @@
 """The base stage: train the parent model, export its item embeddings, remember its result.
 
-The Guided model's base part is the PCA of these embeddings, and the parent's result is the
-baseline it is compared with. Both come from the same data, split and seed as the Guided run,
+The Guided model's base part is the PCA of these embeddings (unless ``base_embedding_file`` gives
+one), and the parent's result is the baseline it is compared with. Both come from the same data, split and seed as the Guided run,
 and the embeddings are learned on the training split only (RecBole trains on it; validation
 only picks the best epoch). A finished base stage is reused when the same config comes again.
 """
@@ -13,10 +13,13 @@ import json
 from logging import getLogger
 from pathlib import Path
 
+from recbole_guided.atomic_files import atomic_path
 from recbole_guided.compat import plain_config
-from recbole_guided.config import PLUGIN_KEYS, GuidedConfig, get_model
-from recbole_guided.data_files import BaseEmbeddings, atomic_path
+from recbole_guided.config import GuidedConfig, parent_model
+from recbole_guided.data_files import BaseEmbeddings
 from recbole_guided.errors import ConfigError
+from recbole_guided.options import PLUGIN_KEYS, GuidedOptions
+from recbole_guided.pipeline import train_and_evaluate
 
 # Settings that do not change what the base model learns.
 _IRRELEVANT = set(PLUGIN_KEYS) | {
@@ -26,16 +29,25 @@ _IRRELEVANT = set(PLUGIN_KEYS) | {
 }
 
 
-def parent_model_name(model_class) -> str:
-    return next(c.__name__ for c in model_class.__mro__ if c.__module__.startswith("recbole.model."))
+def run_base_stage(guided_config, options: GuidedOptions, dataset, config_file_list, config_dict,
+                   cmd_args) -> dict | None:
+    """Train (or reuse) the base model for this run; return its result and its embedding file.
+
+    With ``base_embedding_file`` given, the table needs no base model: the parent is trained only
+    for the comparison, when ``compare_with_parent`` asks for it (``None`` is returned otherwise).
+    """
+    if options.base_embedding_file:
+        if not options.compare_with_parent:
+            getLogger().info(f"base stage: skipped (base_embedding_file {options.base_embedding_file})")
+            return None
+        base_name = parent_model(guided_config["model"])
+    else:
+        base_name = options.base_model or parent_model(guided_config["model"])
+    return train_base_model(guided_config, base_name, dataset, config_file_list, config_dict, cmd_args)
 
 
-def run_base_stage(guided_config, dataset, config_file_list, config_dict, cmd_args) -> dict:
-    """Train (or reuse) the base model for this run; return its result and its embedding file."""
-    from recbole_guided.quick_start import train_and_evaluate
-
+def train_base_model(guided_config, base_name, dataset, config_file_list, config_dict, cmd_args) -> dict:
     logger = getLogger()
-    base_name = guided_config["base_model"] or parent_model_name(get_model(guided_config["model"]))
     config = GuidedConfig(base_name, dataset, config_file_list, config_dict, cmd_args)
     stem = Path(guided_config["checkpoint_dir"]) / "base" / f"{base_name}-{config['dataset']}-seed{config['seed']}-{config_key(config)}"
     record_file, embedding_file = stem.with_suffix(".json"), stem.with_suffix(".npz")
@@ -46,9 +58,10 @@ def run_base_stage(guided_config, dataset, config_file_list, config_dict, cmd_ar
         return {**json.loads(record_file.read_text()), **budget}
     logger.info(f"base stage: training {base_name} on {config['dataset']} (seed {config['seed']})")
     result = train_and_evaluate(config)
-    export_item_embeddings(result["_trained_model"], result["_dataset"], embedding_file)
+    export_item_embeddings(result["_trained_model"], result["_data"].dataset, embedding_file)
     record = {
         "model": base_name,
+        "evaluation": result["evaluation"],
         "best_valid_score": float(result["best_valid_score"]),
         "best_valid_result": {k: float(v) for k, v in result["best_valid_result"].items()},
         "test_result": {k: float(v) for k, v in result["test_result"].items()},

@@ -12,14 +12,16 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import platform
-import subprocess
 from pathlib import Path
 
 import yaml
 
-from recbole_guided.config import REPO_ROOT
 from recbole_guided.errors import ConfigError
+from recbole_guided.provenance import git_commit
+
+# The sweep file's paths (results, config files, notes) are relative to the working directory,
+# as RecBole's dataset/ and saved/ are: run the sweep from the project's root.
+ROOT = Path()
 
 # Each variant: the model to run (the Guided model or its parent) and the settings it changes.
 VARIANTS = {
@@ -103,8 +105,8 @@ def run_sweep(sweep: dict, cmd_args=()) -> Path:
     """Run every (dataset, model, seed, variant) not yet in the results CSV."""
     from recbole_guided.quick_start import run_recbole_guided
 
-    results = REPO_ROOT / sweep["results"]
-    config_files = [str(REPO_ROOT / f) for f in sweep["config_files"]]
+    results = ROOT / sweep["results"]
+    config_files = [str(ROOT / f) for f in sweep["config_files"]]
     guided_variants = [v for v in sweep["variants"] if v != "base"]
     for dataset in sweep["datasets"]:
         for model in sweep["models"]:  # model-major: the first model's table completes first
@@ -122,25 +124,6 @@ def run_sweep(sweep: dict, cmd_args=()) -> Path:
     return results
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def machine() -> str:
-    import os
-
-    import recbole
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    return (f"{os.cpu_count()} CPU cores ({cpu}), RecBole {recbole.__version__}, torch {torch.__version__}, "
-            f"Python {platform.python_version()}")
-
-
 def _part_of(sweep: dict, key: str, given: str | None, kind) -> list:
     """The comma-separated ``--<key>`` value (all of the sweep's when absent), each one of the sweep's."""
     chosen = [kind(v) for v in given.split(",")] if given else sweep[key]
@@ -154,9 +137,9 @@ def main(argv: list[str]) -> int:
     from recbole_guided.benchmark_report import write_report
 
     parser = argparse.ArgumentParser(prog="run_recbole_guided.py benchmark")
-    parser.add_argument("--sweep", default=str(REPO_ROOT / "benchmarks" / "configs" / "ml-100k.yaml"))
+    parser.add_argument("--sweep", default=str(ROOT / "benchmarks" / "configs" / "ml-100k.yaml"))
     parser.add_argument("--report_only", default="False", choices=["True", "False"])
-    parser.add_argument("--report", default=str(REPO_ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--report", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--variants", default=None, help="comma separated: run only these variants now, in this order")
     parser.add_argument("--seeds", default=None, help="comma separated: run only these seeds now (e.g. one per process)")
     parser.add_argument("--models", default=None, help="comma separated: run only these models now")

@@ -23,8 +23,8 @@ COMMANDS = ("train", "score", "finetune-llm", "explain", "benchmark")
 
 
 def train_main(argv: list[str]) -> int:
-    from recbole_guided.data_files import atomic_path
-    from recbole_guided.quick_start import comparison_table, results_record, run_recbole_guided
+    from recbole_guided.atomic_files import atomic_path
+    from recbole_guided.quick_start import results_record, run_recbole_guided
 
     parser = argparse.ArgumentParser(prog="run_recbole_guided.py", description="Train and evaluate a model.")
     parser.add_argument("--model", "-m", default=None, help="GuidedSASRec, GuidedBERT4Rec, GuidedGRU4Rec or a RecBole model")
@@ -42,10 +42,8 @@ def train_main(argv: list[str]) -> int:
         model = "GuidedSASRec"
     dataset = args.dataset or (None if config_files else "ml-100k")
     result = run_recbole_guided(model, dataset, config_files, cmd_args=overrides, resume_file=args.resume_file)
-    if result["baseline"] is not None:
-        print(comparison_table(result["baseline"], result))
-    else:
-        print(json.dumps({"test_result": dict(result["test_result"])}, indent=2))
+    if result["baseline"] is None:  # with a baseline, the run has logged the comparison table already
+        print(json.dumps({"evaluation": result["evaluation"], "test_result": dict(result["test_result"])}, indent=2))
     if args.results_file:
         with atomic_path(args.results_file) as tmp:
             tmp.write_text(json.dumps(results_record(result), indent=2))

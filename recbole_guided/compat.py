@@ -13,6 +13,9 @@
   ``torch.autograd.set_detect_anomaly(True)`` for the whole process: every autograd op then
   records a Python stack trace, and training steps of SASRec, BERT4Rec and GRU4Rec ran 1.7 to 2
   times slower (``benchmarks/anomaly_cost.py``). Anomaly detection changes no number, so importing this module turns it off again.
+* RecBole 1.2.1's dataset code calls pandas in ways pandas 2 deprecates: dozens of
+  ``FutureWarning`` lines per run, none of which concerns the user. They are silenced for RecBole's
+  own modules only; warnings raised from anywhere else still show.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import os
 import pickle
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,7 @@ from recbole.trainer import Trainer
 from recbole_guided.errors import CheckpointError
 
 torch.autograd.set_detect_anomaly(False)
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
 
 CHECKPOINT_FORMAT = "recbole-guided/1"
 
@@ -107,6 +112,7 @@ def _rng_state(train_data) -> dict:
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
         "python": _to_lists(random.getstate()),
         "train_loader": train_data.generator.get_state() if train_data is not None else None,
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
 
 
@@ -117,6 +123,8 @@ def _set_rng_state(state: dict, train_data) -> None:
     random.setstate(_to_tuples(state["python"]))
     if train_data is not None and state["train_loader"] is not None:
         train_data.generator.set_state(state["train_loader"])
+    if state.get("cuda") and torch.cuda.is_available():  # checkpoints written before it was kept lack it
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _to_lists(value):

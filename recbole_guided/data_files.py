@@ -1,7 +1,8 @@
-"""Reading, validating and writing the plugin's own files, and aligning them to RecBole's ids.
+"""The plugin's own files, validated, and their alignment to RecBole's internal ids.
 
-* ``<dataset>.guided`` / ``<dataset>.uguided``: tab separated, header ``item_id:token`` (or
-  ``user_id:token``) then one ``<attribute>:float`` column per attribute. Human readable on purpose.
+* ``<dataset>.guided`` / ``<dataset>.uguided``: an atomic file keyed by the dataset's own item
+  (or user) field, ``<ITEM_ID_FIELD>:token`` then one ``<attribute>:float`` column per attribute.
+  Human readable on purpose. Read and written through ``atomic_files`` (separators from the config).
 * base embeddings: ``.npz`` with ``tokens`` (strings) and ``vectors`` (float matrix).
 
 Rows are always matched by token through RecBole's ``field2id_token``, never by row order.
@@ -12,45 +13,18 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import zipfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from recbole_guided.atomic_files import AtomicFormat, atomic_path, read_atomic, write_atomic
 from recbole_guided.errors import GuidedFileError
+from recbole_guided.options import MISSING_POLICIES
 
 logger = logging.getLogger(__name__)
-
-MISSING_POLICIES = ("error", "mean", "zero")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
-
-    A reader therefore never sees a half-written file, and a crash leaves the old file intact.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the user expects an ordinary file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 @dataclass(frozen=True)
@@ -70,49 +44,29 @@ class GuidedTable:
             )
 
     @classmethod
-    def read(cls, path: str | os.PathLike, key_field: str | None = None) -> "GuidedTable":
-        path = Path(path)
-        if not path.is_file():
-            raise GuidedFileError(f"{path}: guided file not found")
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as err:
-            raise GuidedFileError(f"{path}: cannot read guided file ({err})") from err
-        if not lines or not lines[0].strip():
-            raise GuidedFileError(f"{path}: empty file, expected a header line")
-        key, attributes = _parse_header(path, lines[0], key_field)
-        tokens, rows, seen = [], [], {}
-        for lineno, line in enumerate(lines[1:], start=2):
-            if not line.strip():
-                continue
-            cells = line.split("\t")
-            if len(cells) != len(attributes) + 1:
-                raise GuidedFileError(
-                    f"{path}, line {lineno}: {len(cells)} tab-separated cells, "
-                    f"expected {len(attributes) + 1} (token + {len(attributes)} attributes)"
-                )
-            token = cells[0].strip()
+    def read(cls, path: str | os.PathLike, key_field: str | None = None,
+             fmt: AtomicFormat = AtomicFormat()) -> "GuidedTable":
+        """``key_field``: the field the first column must be (the dataset's item or user field)."""
+        table = read_atomic(path, fmt, what="guided file")
+        path = table.path
+        key, attributes = _check_header(path, table.fields, table.types, key_field)
+        tokens, seen = table.columns[key], {}
+        for token, lineno in zip(tokens, table.lines):
             if not token:
                 raise GuidedFileError(f"{path}, line {lineno}: empty {key} token")
             if token in seen:
-                raise GuidedFileError(
-                    f"{path}, line {lineno}: duplicate {key} '{token}' (first on line {seen[token]})"
-                )
+                raise GuidedFileError(f"{path}, line {lineno}: duplicate {key} '{token}' (first on line {seen[token]})")
             seen[token] = lineno
-            tokens.append(token)
-            rows.append([_parse_score(path, lineno, token, name, cell)
-                         for name, cell in zip(attributes, cells[1:])])
-        values = np.asarray(rows, dtype=np.float64).reshape(len(tokens), len(attributes))
-        return cls(key, tokens, attributes, values)
+        values = np.empty((len(tokens), len(attributes)), dtype=np.float64)
+        for k, name in enumerate(attributes):
+            values[:, k] = _parse_column(path, table, tokens, name)
+        return cls(key, list(tokens), attributes, values)
 
-    def write(self, path: str | os.PathLike) -> None:
+    def write(self, path: str | os.PathLike, fmt: AtomicFormat = AtomicFormat()) -> None:
         """Write atomically, in the format that ``read`` accepts."""
-        header = "\t".join([f"{self.key_field}:token"] + [f"{a}:float" for a in self.attributes])
-        with atomic_path(path) as tmp:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(header + "\n")
-                for token, row in zip(self.tokens, self.values):
-                    f.write("\t".join([token] + [f"{v:.6g}" for v in row]) + "\n")
+        header = [(self.key_field, "token")] + [(a, "float") for a in self.attributes]
+        rows = ([token] + [f"{v:.6g}" for v in row] for token, row in zip(self.tokens, self.values))
+        write_atomic(path, header, rows, fmt)
 
     def check_attributes(self, expected: Sequence[str], source: str, path=None) -> None:
         if list(expected) != list(self.attributes):
@@ -123,25 +77,34 @@ class GuidedTable:
             )
 
 
-def _parse_header(path: Path, header: str, key_field: str | None) -> tuple[str, list[str]]:
-    cells = header.split("\t")
-    first = cells[0].strip()
-    if not first.endswith(":token") or (key_field and first != f"{key_field}:token"):
+def _check_header(path: Path, fields: list[str], types: dict[str, str],
+                  key_field: str | None) -> tuple[str, list[str]]:
+    first = fields[0]
+    if types[first] != "token" or (key_field and first != key_field):
         want = f"{key_field}:token" if key_field else "<field>:token"
-        raise GuidedFileError(f"{path}, line 1: first header cell is '{first}', expected '{want}'")
-    attributes = []
-    for cell in cells[1:]:
-        name, _, kind = cell.strip().rpartition(":")
-        if kind != "float" or not name:
-            raise GuidedFileError(
-                f"{path}, line 1: header cell '{cell}' should be '<attribute>:float'"
-            )
-        if name in attributes:
-            raise GuidedFileError(f"{path}, line 1: attribute '{name}' appears twice")
-        attributes.append(name)
+        raise GuidedFileError(f"{path}, line 1: first header cell is '{first}:{types[first]}', expected '{want}'"
+                              + (" (the dataset's own id field: rename the header cell)" if key_field else ""))
+    attributes = fields[1:]
+    wrong = [f"{a}:{types[a]}" for a in attributes if types[a] != "float"]
+    if wrong:
+        raise GuidedFileError(f"{path}, line 1: header cell '{wrong[0]}' should be '<attribute>:float'")
     if not attributes:
         raise GuidedFileError(f"{path}, line 1: no '<attribute>:float' columns after the token")
-    return first[: -len(":token")], attributes
+    return first, attributes
+
+
+def _parse_column(path: Path, table, tokens: list[str], name: str) -> np.ndarray:
+    """One attribute's scores; vectorized, and cell by cell only to name the first bad one."""
+    cells = table.columns[name]
+    try:
+        column = np.array(cells, dtype=np.float64)
+        if np.isfinite(column).all():
+            return column
+    except ValueError:
+        pass
+    for token, lineno, cell in zip(tokens, table.lines, cells):
+        _parse_score(path, lineno, token, name, cell)
+    raise AssertionError("unreachable: a bad cell raises above")
 
 
 def _parse_score(path: Path, lineno: int, token: str, attribute: str, cell: str) -> float:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recbole_guided.atomic_files import AtomicFormat, read_atomic, read_header
 from recbole_guided.errors import ConfigError, GuidedError
 
 
@@ -85,20 +86,18 @@ TITLE_FIELDS = ("movie_title", "title", "name")
 def _titles(dataset) -> list[str]:
     """A readable name per item id: the title column of the ``.item`` file, else the token
     (read from the file, so it works whatever ``load_col`` loaded)."""
+    fmt = AtomicFormat.from_config(dataset.config)
     tokens = [str(t) for t in dataset.field2id_token[dataset.iid_field]]
     path = Path(dataset.config["data_path"]) / f"{dataset.dataset_name}.item"
     if not path.is_file():
         return tokens
-    with open(path, encoding="utf-8") as f:
-        fields = [cell.split(":")[0] for cell in f.readline().rstrip("\n").split("\t")]
-        column = next((fields.index(name) for name in TITLE_FIELDS if name in fields), None)
-        if column is None:
-            return tokens
-        names = {}
-        for line in f:
-            cells = line.rstrip("\n").split("\t")
-            if len(cells) > column:
-                names[cells[0]] = cells[column]
+    field = next((name for name in TITLE_FIELDS if name in read_header(path, fmt)), None)
+    if field is None:
+        return tokens
+    table = read_atomic(path, fmt, what="item file", fields=[fmt.item_field, field])
+    titles = [" ".join(words) for words in table.sequences(field, fmt)] if table.types[field] == "token_seq" \
+        else table.columns[field]
+    names = dict(zip(table.columns[fmt.item_field], titles))
     return [names.get(token, token) for token in tokens]
 
 

@@ -12,22 +12,35 @@ from contextlib import contextmanager
 
 from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
 
+from recbole_guided.options import GuidedOptions
 from recbole_guided.refined_embedding import build_refined_embedding
 from recbole_guided.user_guided import build_user_guided
 
+GUIDED_MODELS: dict[str, type] = {}  # filled by the classes themselves: a new Guided model is one class
+
 
 class GuidedRecommender:
-    """Mixin for a RecBole sequential model whose item table is ``item_embedding``."""
+    """Mixin for a RecBole sequential model whose item table is ``item_embedding``.
+
+    A Guided model is ``class GuidedX(GuidedRecommender, X)`` plus ``properties/model/GuidedX.yaml``;
+    defining the class registers it under its name.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        GUIDED_MODELS[cls.__name__] = cls
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)  # re-initializes every embedding: replace the table after
-        self.item_embedding = build_refined_embedding(config, dataset, self.item_embedding)
-        self.user_guided = build_user_guided(config, dataset, self.item_embedding)
+        options = GuidedOptions.from_config(config)
+        self.item_embedding = build_refined_embedding(options, config, dataset, self.item_embedding)
+        self.user_guided = build_user_guided(options, config, dataset, self.item_embedding)
         self._users = None  # the batch's user ids while a scoring method runs
 
-    @property
-    def parent_class(self):
-        return next(c for c in type(self).__mro__ if c.__module__.startswith("recbole.model."))
+    @classmethod
+    def parent_class(cls) -> type:
+        """The RecBole model this one refines (the first RecBole class in its bases)."""
+        return next(c for c in cls.__mro__ if c.__module__.startswith("recbole.model."))
 
     def forward(self, *args, **kwargs):
         output = super().forward(*args, **kwargs)

@@ -13,8 +13,7 @@ from torch import nn
 
 from recbole_guided.errors import ConfigError
 from recbole_guided.guided_sources import item_base, item_guided
-
-NORMALIZATIONS = ("zscore", "minmax", "none")
+from recbole_guided.options import NORMALIZATIONS, GuidedOptions
 
 
 def normalize_columns(values: np.ndarray, method: str) -> np.ndarray:
@@ -102,25 +101,25 @@ class RefinedItemEmbedding(nn.Module):
         return torch.cat([self.base * self.base_mask, self.guided * self.guided_mask], dim=1)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(ids, self.weight)
+        # Gather the rows asked for: rebuilding the whole [n_items, d] table for each lookup (a BPR
+        # batch's positives and negatives) would cost O(catalog) per step.
+        return torch.cat([F.embedding(ids, self.base) * F.embedding(ids, self.base_mask),
+                          F.embedding(ids, self.guided) * F.embedding(ids, self.guided_mask)], dim=-1)
 
     def extra_repr(self) -> str:
         return (f"{self.num_embeddings}, base={self.base_dim} (trainable={self.base.requires_grad}), "
                 f"guided={self.guided_dim} (trainable={self.guided.requires_grad})")
 
 
-def build_refined_embedding(config, dataset, parent_table: nn.Embedding) -> RefinedItemEmbedding:
+def build_refined_embedding(options: GuidedOptions, config, dataset, parent_table: nn.Embedding) -> RefinedItemEmbedding:
     """Replace a parent's freshly initialized item table with the refined one (same shape)."""
-    use_base, use_guided = config["use_base"], config["use_guided"]
-    if not use_base and not use_guided:
-        raise ConfigError("use_base and use_guided are both False: the refined embedding would be empty")
     n_rows, width = parent_table.weight.shape
     n_items = dataset.item_num
-    attributes, raw = item_guided(config, dataset) if use_guided else ([], np.zeros((n_items, 0)))
+    attributes, raw = item_guided(options, config, dataset) if options.use_guided else ([], np.zeros((n_items, 0)))
     guided = np.zeros((n_rows, len(attributes)))
-    guided[1:n_items] = normalize_columns(raw[1:], config["guided_norm"])
+    guided[1:n_items] = normalize_columns(raw[1:], options.guided_norm)
 
-    base_dim = config["base_dim"] if config["base_dim"] is not None else width - len(attributes)
+    base_dim = options.base_dim if options.base_dim is not None else width - len(attributes)
     if base_dim + len(attributes) != width:
         raise ConfigError(
             f"base_dim ({base_dim}) + {len(attributes)} guided attributes must equal the model width {width}"
@@ -128,16 +127,16 @@ def build_refined_embedding(config, dataset, parent_table: nn.Embedding) -> Refi
     if base_dim < 0:
         raise ConfigError(f"{len(attributes)} guided attributes do not fit in the model width {width}")
     base = np.zeros((n_rows, base_dim))
-    if use_base and base_dim:
-        base[1:n_items] = pca_reduce(item_base(config, dataset)[1:], base_dim)
+    if options.use_base and base_dim:
+        base[1:n_items] = pca_reduce(item_base(options, config, dataset)[1:], base_dim)
         # Special rows (BERT4Rec's mask token) keep the parent's fresh initialization.
         base[n_items:] = parent_table.weight.detach()[n_items:, :base_dim].double().numpy()
-    scale = guided_scale(config["guided_scale"], base[1:n_items], guided[1:n_items])
+    scale = guided_scale(options.guided_scale, base[1:n_items], guided[1:n_items])
     guided *= scale
     return RefinedItemEmbedding(
         torch.from_numpy(base), torch.from_numpy(guided), n_items,
-        base_trainable=use_base and config["base_trainable"],
-        guided_trainable=config["guided_trainable"],
+        base_trainable=options.use_base and options.base_trainable,
+        guided_trainable=options.guided_trainable,
         attributes=attributes,
         scale=scale,
     )

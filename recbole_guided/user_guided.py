@@ -7,12 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_guided.data_files import GuidedTable, align_rows
-from recbole_guided.errors import ConfigError
-from recbole_guided.guided_sources import dataset_file
+from recbole_guided.data_files import align_rows
+from recbole_guided.guided_sources import read_user_guided
+from recbole_guided.options import GuidedOptions
 from recbole_guided.refined_embedding import normalize_columns
-
-USER_INITS = ("history", "file")
 
 
 def training_histories(train_dataset) -> list[set[int]]:
@@ -56,21 +54,17 @@ class UserGuidedEmbedding(nn.Module):
         return lifted.unsqueeze(1) if output.dim() == 3 else lifted
 
 
-def build_user_guided(config, train_dataset, items) -> UserGuidedEmbedding | None:
-    if not config["user_guided"] or items.guided_dim == 0:
+def build_user_guided(options: GuidedOptions, config, train_dataset, items) -> UserGuidedEmbedding | None:
+    if not options.user_guided or items.guided_dim == 0:
         return None
-    init = config["user_guided_init"]
-    if init == "history":
+    if options.user_guided_init == "history":
         item_guided = (items.guided * items.guided_mask).detach().double().numpy()
         profiles = history_profiles(training_histories(train_dataset), item_guided)
-    elif init == "file":
-        path = config["user_guided_file"] or dataset_file(config, "uguided")
-        table = GuidedTable.read(path, key_field=train_dataset.uid_field)
+    else:  # "file": LLM-rated user profiles
+        path, table = read_user_guided(options, config)
         table.check_attributes(items.attributes, "the item guided attributes", path)
         id2token = train_dataset.field2id_token[train_dataset.uid_field]
         profiles = align_rows(table.tokens, table.values, id2token, str(path), what="user",
-                              missing=config["missing_items"])
-        profiles[1:] = normalize_columns(profiles[1:], config["guided_norm"]) * items.scale
-    else:
-        raise ConfigError(f"user_guided_init '{init}' unknown; expected one of {USER_INITS}")
-    return UserGuidedEmbedding(torch.from_numpy(profiles), items.base_dim, config["user_guided_trainable"])
+                              missing=options.missing_items)
+        profiles[1:] = normalize_columns(profiles[1:], options.guided_norm) * items.scale
+    return UserGuidedEmbedding(torch.from_numpy(profiles), items.base_dim, options.user_guided_trainable)

@@ -14,7 +14,7 @@ from recbole_guided.benchmark_report import write_report
 
 
 def test_sweep_appends_rows_resumes_and_reports(tiny_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(benchmark, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(benchmark, "ROOT", tmp_path)
     settings = tiny_config(tiny_root, checkpoint_dir=str(tmp_path / "saved"), topk=[10, 20], valid_metric="MRR@10")
     settings.pop("base_embedding_file")
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(settings))
@@ -52,7 +52,6 @@ def test_sweep_appends_rows_resumes_and_reports(tiny_root, tmp_path, monkeypatch
         ("base", "1", "5"), ("random-guided", "1", "5")]
 
     report = tmp_path / "benchmarks.md"
-    monkeypatch.setattr("recbole_guided.benchmark_report.REPO_ROOT", tmp_path)
     write_report(sweep, sweep_file, report)
     text = report.read_text()
     assert "Sweep status: **complete**" in text and "| guided | 2 |" in text and "p=" in text
@@ -105,7 +104,7 @@ def test_base_row_recorded_once_when_a_parallel_process_records_it_first(tiny_ro
     the one that finishes second must see the other's base row and not write a second one."""
     import recbole_guided.quick_start as quick_start
 
-    monkeypatch.setattr(benchmark, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(benchmark, "ROOT", tmp_path)
     settings = tiny_config(tiny_root, checkpoint_dir=str(tmp_path / "saved"), topk=[10, 20], valid_metric="MRR@10")
     settings.pop("base_embedding_file")
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(settings))

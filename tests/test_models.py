@@ -9,7 +9,11 @@ from recbole.utils import init_seed
 from synthetic import ATTRIBUTES
 
 from recbole_guided.compat import SafeTrainer
-from recbole_guided.config import PLUGIN_KEYS, PROPERTIES
+from recbole_guided.config import GuidedConfig, parent_model
+from recbole_guided.errors import ConfigError
+from recbole_guided.models import GUIDED_MODELS
+from recbole_guided.options import PLUGIN_KEYS
+from recbole_guided.resources import PROPERTIES
 from recbole_guided.data_files import BaseEmbeddings, GuidedTable
 from recbole_guided.refined_embedding import RefinedItemEmbedding, normalize_columns, pca_reduce
 
@@ -117,22 +121,58 @@ def test_reduced_base_only_takes_full_width(tiny_root):
 
 @pytest.mark.parametrize("source,attributes", [("random", 4), ("metadata", 4)])
 def test_ablation_sources_replace_the_guided_part(tiny_root, source, attributes):
-    _, _, _, model = prepare("GuidedSASRec", tiny_root, guided_source=source)
+    _, _, _, model = prepare("GuidedSASRec", tiny_root, guided_source=source, metadata_field="class")
     table = model.item_embedding
     assert table.guided_dim == attributes
     if source == "metadata":
         assert table.attributes == ["Action", "Comedy", "Drama", "Horror"]
 
 
-def test_model_yamls_carry_the_parent_keys_unchanged_plus_plugin_keys():
+def test_metadata_without_a_field_names_the_item_files_fields(tiny_root):
+    with pytest.raises(ConfigError, match=r"needs metadata_field.*\['title', 'class'\]"):
+        prepare("GuidedSASRec", tiny_root, guided_source="metadata")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_guided_model_gets_its_parents_defaults_and_the_plugin_keys(tiny_root, name):
+    """One source of truth: the YAMLs copy no parent setting; the config still has them all."""
     import recbole
 
+    parent = parent_model(name)
+    assert parent == name.removeprefix("Guided") and GUIDED_MODELS[name].parent_class().__name__ == parent
     recbole_props = __import__("pathlib").Path(recbole.__file__).parent / "properties" / "model"
-    for name in MODELS:
-        parent = yaml.safe_load((recbole_props / f"{name.removeprefix('Guided')}.yaml").read_text())
-        ours = yaml.safe_load((PROPERTIES / "model" / f"{name}.yaml").read_text())
-        assert {k: ours[k] for k in parent} == parent
-        assert set(ours) - set(parent) == set(PLUGIN_KEYS)
+    parent_defaults = yaml.safe_load((recbole_props / f"{parent}.yaml").read_text())
+    ours = yaml.safe_load((PROPERTIES / "model" / f"{name}.yaml").read_text()) or {}
+    assert not set(ours) & set(parent_defaults)
+    assert set(yaml.safe_load((PROPERTIES / "model" / "guided.yaml").read_text())) == set(PLUGIN_KEYS)
+    guided = GuidedConfig(name, "ml-100k")
+    assert {k: guided[k] for k in parent_defaults} == {k: GuidedConfig(parent, "ml-100k")[k] for k in parent_defaults}
+    assert all(k in guided.final_config_dict for k in PLUGIN_KEYS)
+
+
+def test_a_fourth_guided_model_is_one_class():
+    from recbole.model.sequential_recommender import NARM
+
+    from recbole_guided.config import get_model
+    from recbole_guided.models import GuidedRecommender
+
+    class GuidedNARM(GuidedRecommender, NARM):
+        """NARM over refined item embeddings."""
+
+    try:
+        assert get_model("GuidedNARM") is GuidedNARM and parent_model("GuidedNARM") == "NARM"
+        config = GuidedConfig("GuidedNARM", "ml-100k")
+        assert config["embedding_size"] == GuidedConfig("NARM", "ml-100k")["embedding_size"]
+        assert config["guided_source"] == "file"
+    finally:
+        del GUIDED_MODELS["GuidedNARM"]
+
+
+@pytest.mark.parametrize("key,value", [("guided_source", "llm"), ("guided_norm", "l2"), ("missing_items", "drop"),
+                                       ("user_guided_init", "random"), ("guided_scale", "big"), ("base_dim", -1)])
+def test_bad_plugin_values_fail_before_any_file_is_read(tmp_path, key, value):
+    with pytest.raises(ConfigError, match=key):
+        GuidedConfig("GuidedSASRec", "ml-100k", config_dict={key: value, "guided_file": str(tmp_path / "absent")})
 
 
 def test_same_seed_gives_the_parent_network_the_same_initialization(tiny_root):

@@ -273,7 +273,7 @@ def test_killed_scoring_run_resumes_and_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_atomic_writes_leave_an_ordinary_file_or_nothing(tmp_path):
-    from recbole_guided.data_files import atomic_path
+    from recbole_guided.atomic_files import atomic_path
 
     old = os.umask(0o022)
     try:

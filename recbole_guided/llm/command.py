@@ -20,6 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
+from recbole_guided.atomic_files import AtomicFormat
 from recbole_guided.errors import ConfigError
 from recbole_guided.llm.backends import DEFAULT_LLM, make_backend
 from recbole_guided.llm.prompts import MODES, item_messages, read_item_texts, user_messages
@@ -39,12 +40,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="logprob", choices=MODES)
     p.add_argument("--target", default="items", choices=("items", "users"))
     p.add_argument("--limit", type=int, default=None, help="score only the first N items/users")
-    p.add_argument("--data_path", default="dataset/")
+    p.add_argument("--data_path", default=None, help="folder holding <dataset>/ (default: RecBole's dataset/, "
+                   "or the bundled copy of ml-100k)")
     p.add_argument("--output", default=None)
     p.add_argument("--cache", default=None)
     p.add_argument("--batch_size", type=int, default=4, help="items per forward pass (local model)")
     p.add_argument("--history_length", type=int, default=20, help="most recent training items in a user prompt")
-    p.add_argument("--config_files", default=None, help="RecBole config of the split (users only)")
+    p.add_argument("--config_files", default=None, help="RecBole YAML(s) of the dataset: its id fields and separators "
+                   "(ITEM_ID_FIELD, USER_ID_FIELD, field_separator, seq_separator) and, for users, the split")
     p.add_argument("--api_key_env", default="OPENAI_API_KEY")
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--timeout", type=float, default=60.0)
@@ -56,16 +59,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def prompts_for(args, schema: AttributeSchema) -> dict[str, list[dict]]:
-    item_file = Path(args.data_path) / args.dataset / f"{args.dataset}.item"
-    texts = read_item_texts(item_file, schema)
+def dataset_config(args):
+    """The dataset's RecBole settings (id fields, separators, data_path, split), from the same YAML
+    files and defaults a training run reads. The model only has to be a sequential one."""
+    from recbole_guided.config import GuidedConfig
+
+    return GuidedConfig("SASRec", args.dataset, args.config_files.split() if args.config_files else None,
+                        {"data_path": args.data_path} if args.data_path else None)
+
+
+def prompts_for(args, config, schema: AttributeSchema) -> dict[str, list[dict]]:
+    item_file = Path(config["data_path"]) / f"{args.dataset}.item"
+    texts = read_item_texts(item_file, schema, AtomicFormat.from_config(config))
     if args.target == "items":
         return {token: item_messages(schema, text, args.mode) for token, text in texts.items()}
-    from recbole_guided.config import GuidedConfig
     from recbole_guided.llm.users import user_histories
 
-    config = GuidedConfig("SASRec", args.dataset, args.config_files.split() if args.config_files else None,
-                          {"data_path": args.data_path})
     histories = user_histories(config)
     return {user: user_messages(schema, [texts[i] for i in items[-args.history_length:]], args.mode)
             for user, items in histories.items()}
@@ -79,20 +88,23 @@ def main(argv: list[str]) -> int:
     if args.adapter and args.llm.startswith(("http://", "https://")):
         raise ConfigError("--adapter applies to a local model; a server loads its own adapters")
     schema = AttributeSchema.load(args.attributes)
-    messages = prompts_for(args, schema)
+    config = dataset_config(args)
+    fmt = AtomicFormat.from_config(config)
+    messages = prompts_for(args, config, schema)
     if args.limit is not None:
         messages = dict(list(messages.items())[:args.limit])
     suffix = "guided" if args.target == "items" else "uguided"
     output = args.output or (Path("saved/llm") / f"{args.dataset}.limit{args.limit}.{suffix}" if args.limit
-                             else Path(args.data_path) / args.dataset / f"{args.dataset}.{suffix}")
+                             else Path(config["data_path"]) / f"{args.dataset}.{suffix}")
     cache = args.cache or Path("saved/llm") / f"{args.dataset}.{args.target}.jsonl"
     backend = make_backend(args.llm, model=args.llm_model, batch_size=args.batch_size,
                            api_key_env=args.api_key_env, concurrency=args.concurrency, timeout=args.timeout,
                            retries=args.retries, max_new_tokens=args.max_new_tokens,
                            adapter=args.adapter)
-    key_field = "item_id" if args.target == "items" else "user_id"
-    table, report = score_all(schema, messages, backend, args.mode, cache, output, key_field=key_field,
+    key_field = fmt.item_field if args.target == "items" else fmt.user_field
+    table, report = score_all(schema, messages, backend, args.mode, cache, None, key_field=key_field,
                               retries=args.answer_retries, show_progress=not args.no_progress)
+    table.write(output, fmt)  # atomically, with the dataset's own separators
     logger.info("%s: %d %s scored now (%.2f/s), %d from the cache, %d failed",
                 output, report.scored, args.target, report.items_per_second, report.cached, len(report.failures))
     for token, error in list(report.failures.items())[:20]:

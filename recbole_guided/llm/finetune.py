@@ -36,7 +36,8 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from recbole_guided.data_files import GuidedTable, atomic_path
+from recbole_guided.atomic_files import atomic_path
+from recbole_guided.data_files import GuidedTable
 from recbole_guided.errors import ConfigError
 from recbole_guided.llm.backends import DEFAULT_LLM, HFBackend, make_backend
 from recbole_guided.llm.prompts import AnswerError, parse_json_answer, read_item_texts, user_messages

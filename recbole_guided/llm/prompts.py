@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+from recbole_guided.atomic_files import AtomicFormat, read_atomic, read_header
 from recbole_guided.errors import GuidedError, GuidedFileError
 from recbole_guided.llm.schema import AttributeSchema
 
@@ -18,27 +19,28 @@ class AnswerError(GuidedError):
     """An LLM answer that does not follow the schema (recorded, retried, reported)."""
 
 
-def read_item_texts(item_file: str | Path, schema: AttributeSchema) -> dict[str, str]:
-    """Item token -> the text the LLM reads, rendered with the schema's ``item_template``."""
-    item_file = Path(item_file)
-    if not item_file.is_file():
+def read_item_texts(item_file: str | Path, schema: AttributeSchema,
+                    fmt: AtomicFormat = AtomicFormat()) -> dict[str, str]:
+    """Item token (the dataset's ``ITEM_ID_FIELD``) -> the text the LLM reads, rendered with the
+    schema's ``item_template``. A ``token_seq`` value reads as its elements joined by ", " (as they
+    are, when ``seq_separator`` is a space: then they are usually the words of a title)."""
+    fields = read_header(item_file, fmt) if Path(item_file).is_file() else {}
+    if not fields:
         raise GuidedFileError(f"{item_file}: item file not found (the LLM reads the items' text from it)")
-    with open(item_file, encoding="utf-8") as f:
-        header = f.readline().rstrip("\n").split("\t")
-        fields = [cell.split(":")[0] for cell in header]
-        if not header[0].startswith("item_id:"):
-            raise GuidedFileError(f"{item_file}, line 1: expected the first column 'item_id:token', got '{header[0]}'")
-        schema.check_item_fields(fields, str(item_file))
-        texts = {}
-        for lineno, line in enumerate(f, start=2):
-            if not line.strip():
-                continue
-            cells = line.rstrip("\n").split("\t")
-            if len(cells) != len(fields):
-                raise GuidedFileError(f"{item_file}, line {lineno}: {len(cells)} cells, expected {len(fields)}")
-            row = dict(zip(fields, (c.strip() for c in cells)))
-            texts[row["item_id"]] = schema.item_template.format(**row)
-    return texts
+    if fmt.item_field not in fields:
+        raise GuidedFileError(f"{item_file}, line 1: no item field '{fmt.item_field}' (ITEM_ID_FIELD); the file has "
+                              f"{list(fields)}. Set ITEM_ID_FIELD in a --config_files YAML.")
+    schema.check_item_fields(list(fields), str(item_file))
+    table = read_atomic(item_file, fmt, what="item file", fields=[fmt.item_field, *schema.template_fields])
+    columns = {name: _readable(table, name, fmt) for name in schema.template_fields}
+    return {token: schema.item_template.format(**{name: column[row] for name, column in columns.items()})
+            for row, token in enumerate(table.columns[fmt.item_field])}
+
+
+def _readable(table, field: str, fmt: AtomicFormat) -> list[str]:
+    if table.types[field] != "token_seq" or fmt.seq_separator == " ":
+        return table.columns[field]
+    return [", ".join(values) for values in table.sequences(field, fmt)]
 
 
 def _attribute_lines(schema: AttributeSchema) -> str:

@@ -3,8 +3,7 @@ validation and test items never reach the LLM."""
 
 from __future__ import annotations
 
-from recbole.data import create_dataset, data_preparation
-from recbole.utils import init_seed
+from recbole_guided.pipeline import prepare_data
 
 
 def training_sequences(train_dataset) -> dict[str, list[str]]:
@@ -31,10 +30,7 @@ def training_sequences(train_dataset) -> dict[str, list[str]]:
 
 def user_histories(config) -> dict[str, list[str]]:
     """Build the dataset and its split from a RecBole config, and return the training histories."""
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, _, _ = data_preparation(config, dataset)
-    return training_sequences(train_data.dataset)
+    return training_sequences(prepare_data(config).train_data.dataset)
 
 
 def split_targets(split_data) -> dict[str, str]:
@@ -48,7 +44,5 @@ def split_targets(split_data) -> dict[str, str]:
 
 def user_splits(config) -> tuple[dict[str, list[str]], dict[str, str]]:
     """Training histories and validation items, from one RecBole split."""
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, valid_data, _ = data_preparation(config, dataset)
-    return training_sequences(train_data.dataset), split_targets(valid_data)
+    data = prepare_data(config)
+    return training_sequences(data.train_data.dataset), split_targets(data.valid_data)

@@ -1,0 +1,113 @@
+"""One config -> dataset -> split -> model -> trainer, the way RecBole's quick start builds them.
+
+Every part of the plugin that needs data or a model (the run function, the base stage, the
+checkpoint loader, user scoring, explanations, benchmarks) builds them here, so they all get
+the same seeds, the same split and the same model for the same config.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from logging import getLogger
+
+from recbole.data import create_dataset, data_preparation
+from recbole.trainer import Trainer
+from recbole.utils import get_trainer, init_seed
+
+from recbole_guided.compat import SafeTrainer
+from recbole_guided.config import get_model, is_guided, parent_model
+from recbole_guided.errors import ConfigError
+
+
+@dataclass
+class Prepared:
+    dataset: object
+    train_data: object
+    valid_data: object
+    test_data: object
+
+
+def prepare_data(config) -> Prepared:
+    """The dataset and RecBole's split of it, seeded as ``run_recbole`` seeds them."""
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    getLogger().info(dataset)
+    return Prepared(dataset, *data_preparation(config, dataset))
+
+
+def build_model(config, data: Prepared):
+    """A fresh model on ``config['device']``, seeded as ``run_recbole`` seeds it."""
+    check_trainer(config)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    return get_model(config["model"])(config, data.train_data._dataset).to(config["device"])
+
+
+def check_trainer(config) -> None:
+    """The plugin trains with RecBole's standard ``Trainer``; a model that needs its own is refused."""
+    name = parent_model(config["model"]) if is_guided(config["model"]) else config["model"]
+    trainer = get_trainer(config["MODEL_TYPE"], name)
+    if trainer is not Trainer:
+        raise ConfigError(f"{name} trains with RecBole's {trainer.__name__}, which this plugin does not run; "
+                          f"use RecBole's own run_recbole for it")
+
+
+def train_and_evaluate(config, saved: bool = True, resume_file=None) -> dict:
+    """RecBole's standard pipeline for one model; returns ``run_recbole``'s dict plus timings.
+
+    ``resume_file``: a checkpoint of this model and dataset to continue training from (a
+    checkpoint made for another model or item vocabulary is refused before training starts)."""
+    logger = getLogger()
+    data = prepare_data(config)
+    model = build_model(config, data)
+    logger.info(model)
+    trainer = SafeTrainer(config, model, data.dataset)
+    if resume_file:
+        trainer.resume_checkpoint(resume_file)
+    best_valid_score, best_valid_result = trainer.fit(
+        data.train_data, data.valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(data.test_data, load_best_model=saved, show_progress=config["show_progress"])
+    logger.info(f"best valid : {best_valid_result}")
+    logger.info(f"test result: {test_result}")
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "seed": config["seed"],
+        "evaluation": describe_evaluation(config),
+        "seconds_per_epoch": statistics.mean(trainer.epoch_seconds) if trainer.epoch_seconds else None,
+        "epochs_trained": len(trainer.epoch_seconds),
+        "epochs": config["epochs"],  # the budget: the cap and the patience of early stopping
+        "stopping_step": config["stopping_step"],
+        "valid_scores": trainer.valid_scores,
+        "saved_model_file": trainer.saved_model_file if saved else None,
+        "_trained_model": model,
+        "_data": data,
+    }
+
+
+def describe_evaluation(config) -> str:
+    """What a result is measured on, from the config: the split, its order and the ranking mode."""
+    args = config["eval_args"] or {}
+    split = args.get("split") or {}
+    if "LS" in split:
+        how = "leave-one-out (last interaction = test, second-to-last = validation)"
+    elif "RS" in split:
+        how = "random split " + "/".join(str(r) for r in split["RS"])
+    else:
+        how = f"split {split}"
+    order = {"TO": "time order", "RO": "random order"}.get(args.get("order"), f"order {args.get('order')}")
+    mode = args.get("mode")
+    mode = mode.get("test", "full") if isinstance(mode, dict) else (mode or "full")
+    if mode == "full":
+        ranking = "full ranking over all items"
+    elif mode.startswith(("uni", "pop")):
+        kind = "uniformly" if mode.startswith("uni") else "by popularity"
+        ranking = f"sampled: the target against {mode[3:]} negatives drawn {kind}"
+    else:
+        ranking = f"mode {mode}"
+    return f"{config['dataset']}, {how}, {order}, {ranking}"
