@@ -55,7 +55,9 @@ def pca_reduce(vectors: np.ndarray, dim: int) -> np.ndarray:
         )
     centered = vectors - vectors.mean(axis=0)
     _, _, vt = np.linalg.svd(centered, full_matrices=False)
-    return centered @ vt[:dim].T
+    reduced = centered @ vt[:dim].T
+    # Fewer items than dimensions: there are only n axes; the rest of the width starts at zero.
+    return np.pad(reduced, ((0, 0), (0, dim - reduced.shape[1])))
 
 
 class RefinedItemEmbedding(nn.Module):

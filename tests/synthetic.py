@@ -75,3 +75,29 @@ def tiny_config(root: Path, name: str = "tiny", **overrides) -> dict:
     }
     config.update(overrides)
     return config
+
+
+SHOP_USERS = ["A1B2C3"] + [f"A{u:05d}" for u in range(1, 20)]
+SHOP_BRANDS = ["Northpeak", "Urbanline", "Trailco"]
+SHOP_CATEGORIES = ["Clothing|Shoes|Running", "Clothing|Jackets", "Clothing|Shirts|Casual", "Outdoor|Backpacks"]
+
+
+def make_shop_dataset(root: Path, n_items: int = 24, per_user: int = 10, seed: int = 0) -> Path:
+    """An Amazon-style shop: items keyed ``asin``, ``categories`` as a ``|``-separated list."""
+    rng = np.random.default_rng(seed)
+    folder = root / "dataset" / "shop"
+    folder.mkdir(parents=True, exist_ok=True)
+    asins = [f"B{100000 + i:06d}" for i in range(n_items)]
+    category = rng.integers(len(SHOP_CATEGORIES), size=n_items)
+    lines = ["user_id:token\tasin:token\ttimestamp:float"]
+    for u, user in enumerate(SHOP_USERS):
+        liked = rng.integers(len(SHOP_CATEGORIES))
+        p = np.where(category == liked, 4.0, 1.0)
+        items = rng.choice(n_items, size=per_user, replace=False, p=p / p.sum())
+        lines += [f"{user}\t{asins[i]}\t{1389052800 + 86400 * (u * per_user + t)}" for t, i in enumerate(items)]
+    (folder / "shop.inter").write_text("\n".join(lines) + "\n")
+    rows = [f"{asins[i]}\tProduct {i} {SHOP_CATEGORIES[category[i]].split('|')[-1]}\t{SHOP_CATEGORIES[category[i]]}\t"
+            f"{SHOP_BRANDS[i % len(SHOP_BRANDS)]}\t{20 + 5 * i:.2f}\n" for i in range(n_items)]
+    (folder / "shop.item").write_text("asin:token\ttitle:token_seq\tcategories:token_seq\tbrand:token\tprice:float\n"
+                                      + "".join(rows))
+    return folder

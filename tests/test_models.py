@@ -210,3 +210,10 @@ def test_importing_the_plugin_undoes_recbole_turning_on_anomaly_detection():
             "import recbole_guided; print(before, torch.is_anomaly_enabled())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "False"]
+
+
+def test_pca_of_fewer_items_than_dimensions_pads_the_missing_axes_with_zeros():
+    x = np.random.default_rng(0).normal(size=(5, 10))
+    reduced = pca_reduce(x, 8)
+    assert reduced.shape == (5, 8) and not reduced[:, 5:].any()
+    np.testing.assert_allclose(reduced[:, :5] @ reduced[:, :5].T, pca_reduce(x, 5) @ pca_reduce(x, 5).T)
