@@ -25,11 +25,11 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from recbole.data import create_dataset, data_preparation  # noqa: E402
 from recbole.utils import init_seed  # noqa: E402
 
-from recbole_guided.benchmark import git_commit, machine  # noqa: E402
-from recbole_guided.config import GuidedConfig, get_model  # noqa: E402
+from recbole_guided.config import GuidedConfig  # noqa: E402
+from recbole_guided.pipeline import build_model, prepare_data  # noqa: E402
+from recbole_guided.provenance import git_commit, machine  # noqa: E402
 
 
 def train_steps(model, batches, anomaly: bool) -> tuple[float, torch.Tensor]:
@@ -60,10 +60,9 @@ def main() -> None:
     rows = []
     for name in args.models.split(","):
         config = GuidedConfig(name, "ml-100k", args.config_files.split(), {"seed": 2020})
-        init_seed(config["seed"], config["reproducibility"])
-        train, _, _ = data_preparation(config, create_dataset(config))
-        batches = [batch for batch, _ in zip(train, range(args.batches))]
-        start = get_model(name)(config, train._dataset)
+        data = prepare_data(config)
+        batches = [batch for batch, _ in zip(data.train_data, range(args.batches))]
+        start = build_model(config, data)
         times = {True: [], False: []}
         weights = {}
         for _ in range(args.repeats):

@@ -25,10 +25,11 @@ sys.path.insert(0, str(REPO))
 
 from recbole.utils import init_logger  # noqa: E402
 
-from recbole_guided.benchmark import git_commit, load_sweep, machine, run_settings  # noqa: E402
+from recbole_guided.benchmark import load_sweep, run_settings  # noqa: E402
 from recbole_guided.benchmark_report import capped_base_row, read_rows  # noqa: E402
-from recbole_guided.config import GuidedConfig  # noqa: E402
-from recbole_guided.quick_start import train_and_evaluate  # noqa: E402
+from recbole_guided.config import GuidedConfig, parent_model  # noqa: E402
+from recbole_guided.pipeline import train_and_evaluate  # noqa: E402
+from recbole_guided.provenance import git_commit, machine  # noqa: E402
 
 METRICS = ["mrr@10", "ndcg@10", "recall@10", "recall@20"]
 
@@ -50,7 +51,8 @@ def main() -> None:
         key = f"{parent}-seed{args.seed}"
         if key in done["runs"]:
             continue
-        settings = {**run_settings(sweep, f"Guided{parent}", "base", args.seed),  # the sweep's own settings,
+        guided = next(m for m in sweep["models"] if parent_model(m) == parent)
+        settings = {**run_settings(sweep, guided, "base", args.seed),  # the sweep's own settings,
                     "epochs": args.epochs, "stopping_step": args.stopping_step}  # the cap lifted
         config = GuidedConfig(parent, sweep["datasets"][0], [str(REPO / f) for f in sweep["config_files"]], settings)
         init_logger(config)

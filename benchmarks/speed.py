@@ -26,12 +26,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from recbole.data import create_dataset, data_preparation  # noqa: E402
-from recbole.utils import init_seed  # noqa: E402
+from recbole.data import create_dataset  # noqa: E402
 
-from recbole_guided.benchmark import git_commit, machine  # noqa: E402
 from recbole_guided.compat import SafeTrainer  # noqa: E402
-from recbole_guided.config import GuidedConfig, get_model  # noqa: E402
+from recbole_guided.config import GuidedConfig  # noqa: E402
+from recbole_guided.pipeline import build_model, prepare_data  # noqa: E402
+from recbole_guided.provenance import git_commit, machine  # noqa: E402
 from recbole_guided.data_files import BaseEmbeddings  # noqa: E402
 
 PAIRS = [("SASRec", "GuidedSASRec"), ("BERT4Rec", "GuidedBERT4Rec"), ("GRU4Rec", "GuidedGRU4Rec")]
@@ -39,11 +39,8 @@ PAIRS = [("SASRec", "GuidedSASRec"), ("BERT4Rec", "GuidedBERT4Rec"), ("GRU4Rec",
 
 def build(model_name: str, dataset: str, settings: dict):
     config = GuidedConfig(model_name, dataset, config_dict=settings)
-    init_seed(config["seed"], config["reproducibility"])
-    data = create_dataset(config)
-    train, valid, _ = data_preparation(config, data)
-    model = get_model(model_name)(config, train._dataset)
-    return SafeTrainer(config, model, data), train, valid
+    data = prepare_data(config)
+    return SafeTrainer(config, build_model(config, data), data.dataset), data.train_data, data.valid_data
 
 
 def time_once(trainer, train, valid) -> tuple[float, float]:

@@ -66,6 +66,9 @@ def parse_header(path: Path, line: str, fmt: AtomicFormat) -> tuple[list[str], d
     fields, types = [], {}
     for cell in line.rstrip("\r\n").split(fmt.field_separator):
         name, _, kind = cell.strip().rpartition(":")
+        if cell.count(":") > 1:  # several cells run together: the file uses another separator
+            raise GuidedFileError(f"{path}, line 1: header cell {cell[:80]!r} holds {cell.count(':')} 'name:type' "
+                                  f"pairs; expected one per cell, split by field_separator {fmt.field_separator!r}")
         if not name or kind not in FIELD_TYPES:
             raise GuidedFileError(f"{path}, line 1: header cell {cell!r} should be 'name:type' with type one of "
                                   f"{FIELD_TYPES} (cells split by field_separator {fmt.field_separator!r})")

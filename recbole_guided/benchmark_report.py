@@ -119,7 +119,8 @@ def results_tables(rows: list[dict], variants: list[str], results: str = "the re
 
 def capped_base_row(rows: list[dict], parent: str, seed: int) -> dict | None:
     """The sweep's `base` row of a parent and seed (the sweep names models by their Guided class)."""
-    return next((r for r in rows if (r["model"], r["variant"], r["seed"]) == (f"Guided{parent}", "base", str(seed))), None)
+    return next((r for r in rows if r["variant"] == "base" and r["seed"] == str(seed)
+                 and parent_model(r["model"]) == parent), None)
 
 
 def convergence_section(path: Path, rows: list[dict]) -> str:

@@ -38,7 +38,6 @@ def prepare_data(config) -> Prepared:
 
 def build_model(config, data: Prepared):
     """A fresh model on ``config['device']``, seeded as ``run_recbole`` seeds it."""
-    check_trainer(config)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     return get_model(config["model"])(config, data.train_data._dataset).to(config["device"])
 
@@ -58,6 +57,7 @@ def train_and_evaluate(config, saved: bool = True, resume_file=None) -> dict:
     ``resume_file``: a checkpoint of this model and dataset to continue training from (a
     checkpoint made for another model or item vocabulary is refused before training starts)."""
     logger = getLogger()
+    check_trainer(config)
     data = prepare_data(config)
     model = build_model(config, data)
     logger.info(model)

@@ -13,7 +13,7 @@ from recbole_guided.compat import check_checkpoint_matches, load_checkpoint
 from recbole_guided.config import GuidedConfig, is_guided
 from recbole_guided.guided_sources import preflight
 from recbole_guided.options import GuidedOptions
-from recbole_guided.pipeline import build_model, prepare_data, train_and_evaluate
+from recbole_guided.pipeline import build_model, check_trainer, prepare_data, train_and_evaluate
 
 
 def run_recbole_guided(model=None, dataset=None, config_file_list=None, config_dict=None,
@@ -32,6 +32,7 @@ def run_recbole_guided(model=None, dataset=None, config_file_list=None, config_d
     init_logger(config)
     logger = getLogger()
     logger.info(config)
+    check_trainer(config)
     if resume_file:  # refused now, not after the base stage has trained
         check_checkpoint_matches(load_checkpoint(resume_file), resume_file, config["model"], create_dataset(config))
     baseline = None

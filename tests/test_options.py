@@ -62,7 +62,7 @@ def test_sampled_and_full_evaluation(tiny_root, tmp_path, model, mode):
     eval_args = {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": mode}
     result = quick_test(tiny_root, tmp_path, model, eval_args=eval_args)
     assert_compared_with(result, PARENT[model])
-    expected = "full ranking over all items" if mode == "full" else f"the target against 100 negatives drawn"
+    expected = "full ranking over all items" if mode == "full" else "the target against 100 negatives drawn"
     assert expected in result["evaluation"]
 
 

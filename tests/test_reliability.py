@@ -226,6 +226,40 @@ def test_checkpoint_carrying_a_pickled_object_is_refused(work, capsys):
     fails_with(capsys, train(work, f"--resume_file={path}"), "evil.pth: refused to load", "pickled Python objects")
 
 
+def test_dataset_folder_missing(work, capsys):
+    fails_with(capsys, train(work, "--dataset=shop"), "dataset 'shop': no folder", "shop.inter", "set data_path")
+
+
+def test_guided_file_with_another_field_separator(work, capsys):
+    path = guided(work)
+    path.write_text(path.read_text().replace("\t", ","))
+    fails_with(capsys, train(work), "tiny.guided, line 1: header cell", "field_separator '\\t'")
+
+
+def test_bad_option_value_fails_before_any_file_is_read(work, capsys):
+    guided(work).unlink()  # would be reported if anything were read first
+    fails_with(capsys, train(work, "--guided_source=llm"), "guided_source 'llm' unknown; expected one of")
+
+
+def test_more_than_one_process_is_refused(work, capsys):
+    fails_with(capsys, train(work, "--nproc=2"), "nproc/world_size > 1", "not supported yet")
+
+
+def test_model_with_its_own_trainer_is_refused_before_training(work, capsys):
+    fails_with(capsys, main(["--model=S3Rec", f"--config_files={work / 'tiny.yaml'}"]),
+               "S3Rec trains with RecBole's S3RecTrainer", "run_recbole")
+    assert not (work / "saved").exists()
+
+
+def test_resume_file_of_another_model_is_refused_before_the_base_stage(work, capsys):
+    path = work / "other.pth"
+    from recbole_guided.compat import save_checkpoint
+
+    save_checkpoint(path, model="GuidedGRU4Rec", dataset="tiny", item_tokens=[])
+    fails_with(capsys, train(work, f"--resume_file={path}"), "made for model GuidedGRU4Rec, not GuidedSASRec")
+    assert not (work / "saved" / "base").exists()
+
+
 def test_errors_reach_a_real_shell_without_a_traceback(work):
     proc = subprocess.run([sys.executable, str(REPO / "run_recbole_guided.py"), "--model=Nope",
                            f"--config_files={work / 'tiny.yaml'}"], capture_output=True, text=True, timeout=300)
