@@ -55,6 +55,9 @@ def test_sweep_appends_rows_resumes_and_reports(tiny_root, tmp_path, monkeypatch
     write_report(sweep, sweep_file, report)
     text = report.read_text()
     assert "Sweep status: **complete**" in text and "| guided | 2 |" in text and "p=" in text
+    # what ran, read from the sweep's config rather than written as fixed text
+    assert "Evaluation: tiny, leave-one-out (last interaction = test" in text and "full ranking over all items" in text
+    assert "the `.item` field `(metadata_field not set)`" in text and "ml-100k" not in text.split("## Results")[0]
     assert "Every run: at most 1 epochs, patience 5." in text and "GuidedGRU4Rec only: {'stopping_step': 5}" in text
     # guided against the ablation it has, with what that ablation tests
     assert "| random-guided | the LLM's content (random vectors in its place) | " in text
