@@ -68,7 +68,9 @@ def train_base_model(guided_config, base_name, dataset, config_file_list, config
         "seconds_per_epoch": result["seconds_per_epoch"],
         "epochs_trained": result["epochs_trained"],
         **budget,
+        "groups": result["groups"],
         "saved_model_file": result["saved_model_file"],
+        "ranks_file": result["ranks_file"],
         "embedding_file": str(embedding_file),
     }
     with atomic_path(record_file) as tmp:

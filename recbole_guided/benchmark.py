@@ -1,15 +1,12 @@
 """The benchmark sweep: models x datasets x seeds x variants, one RecBole config for all.
 
 Every run appends one row to a CSV as soon as it finishes, so an interrupted sweep resumes and
-skips what is done. ``report`` turns the CSV into ``docs/benchmarks.md``.
-
-    python run_recbole_guided.py benchmark --sweep=benchmarks/configs/ml-100k.yaml
-    python run_recbole_guided.py benchmark --sweep=benchmarks/configs/ml-100k.yaml --report_only=True
+skips what is done. ``benchmark_report`` turns the CSV into ``docs/benchmarks.md``;
+``benchmark_command`` is the command line of both.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime
 from pathlib import Path
@@ -35,9 +32,15 @@ VARIANTS = {
     "guided-lora-users": {"user_guided": True, "user_guided_init": "file"},
 }
 METRICS = ["mrr@10", "ndcg@10", "recall@10", "mrr@20", "ndcg@20", "recall@20", "hit@10"]
+GROUPS = ["tail", "head", "short", "long"]  # evaluation.py: the target's popularity, the user's history length
+GROUP_METRICS = ["ndcg@10", "mrr@10", "recall@10"]
+SAMPLED = "uni100"  # evaluated on the same trained model, beside full ranking
 COLUMNS = ["dataset", "model", "variant", "seed", *[f"test_{m}" for m in METRICS],
-           *[f"valid_{m}" for m in METRICS], "seconds_per_epoch", "epochs_trained",
-           "epochs", "stopping_step", "threads", "finished", "commit"]  # the budget each run had, and torch's threads
+           *[f"valid_{m}" for m in METRICS],
+           *[f"users_{g}" for g in GROUPS], *[f"test_{g}_{m}" for g in GROUPS for m in GROUP_METRICS],
+           *[f"{SAMPLED}_{g}_{m}" for g in ["all", *GROUPS] for m in GROUP_METRICS],
+           "seconds_per_epoch", "epochs_trained", "epochs", "stopping_step", "threads", "finished", "commit",
+           "ranks_file"]  # the budget each run had, torch's threads, and each test user's rank (evaluation.RunRanks)
 
 
 def load_sweep(path) -> dict:
@@ -88,17 +91,36 @@ def append_row(results: Path, row: dict) -> None:
         f.flush()
 
 
-def _row(dataset, model, variant, seed, result) -> dict:
+def _row(dataset, model, variant, seed, result, ranks_file: str = "") -> dict:
     import torch
 
     row = {"dataset": dataset, "model": model, "variant": variant, "seed": seed,
            "seconds_per_epoch": f"{result['seconds_per_epoch']:.2f}", "epochs_trained": result["epochs_trained"],
            "epochs": result["epochs"], "stopping_step": result["stopping_step"], "threads": torch.get_num_threads(),
-           "finished": datetime.datetime.now().isoformat(timespec="seconds"), "commit": git_commit()}
+           "finished": datetime.datetime.now().isoformat(timespec="seconds"), "commit": git_commit(),
+           "ranks_file": ranks_file}
     for split in ("test", "valid"):
         values = result["test_result" if split == "test" else "best_valid_result"]
         row.update({f"{split}_{m}": values.get(m, "") for m in METRICS})
+    groups = result.get("groups") or {}
+    for mode, prefix in (("full", "test"), (SAMPLED, SAMPLED)):
+        for group, values in (groups.get(mode) or {}).items():
+            if mode == "full" and group != "all":
+                row[f"users_{group}"] = values["users"]
+            if mode == SAMPLED or group != "all":
+                row.update({f"{prefix}_{group}_{m}": values.get(m, "") for m in GROUP_METRICS})
     return row
+
+
+def keep_ranks(results: Path, dataset, model, variant, seed, result) -> str:
+    """Copy the run's per-user ranks beside the CSV (the checkpoint's copy lives in saved/)."""
+    source = result.get("ranks_file")
+    if not source or not Path(source).is_file():
+        return ""
+    target = results.parent / f"{results.stem}-ranks" / f"{dataset}-{model}-{variant}-seed{seed}.npz"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(Path(source).read_bytes())
+    return str(target.relative_to(results.parent))
 
 
 def run_sweep(sweep: dict, cmd_args=()) -> Path:
@@ -119,39 +141,8 @@ def run_sweep(sweep: dict, cmd_args=()) -> Path:
                     # The base stage ran (or was reused) with the same data, split and seed. Read the
                     # CSV again: a parallel sweep process may have recorded it while this run trained.
                     if "base" in sweep["variants"] and (dataset, model, "base", seed) not in done_runs(results):
-                        append_row(results, _row(dataset, model, "base", seed, result["baseline"]))
-                    append_row(results, _row(dataset, model, variant, seed, result))
+                        kept = keep_ranks(results, dataset, model, "base", seed, result["baseline"])
+                        append_row(results, _row(dataset, model, "base", seed, result["baseline"], kept))
+                    kept = keep_ranks(results, dataset, model, variant, seed, result)
+                    append_row(results, _row(dataset, model, variant, seed, result, kept))
     return results
-
-
-def _part_of(sweep: dict, key: str, given: str | None, kind) -> list:
-    """The comma-separated ``--<key>`` value (all of the sweep's when absent), each one of the sweep's."""
-    chosen = [kind(v) for v in given.split(",")] if given else sweep[key]
-    unknown = [v for v in chosen if v not in sweep[key]]
-    if unknown:
-        raise ConfigError(f"--{key}: {unknown} not in the sweep's {key} {sweep[key]}")
-    return chosen
-
-
-def main(argv: list[str]) -> int:
-    from recbole_guided.benchmark_report import write_report
-
-    parser = argparse.ArgumentParser(prog="run_recbole_guided.py benchmark")
-    parser.add_argument("--sweep", default=str(ROOT / "benchmarks" / "configs" / "ml-100k.yaml"))
-    parser.add_argument("--report_only", default="False", choices=["True", "False"])
-    parser.add_argument("--report", default=str(ROOT / "docs" / "benchmarks.md"))
-    parser.add_argument("--variants", default=None, help="comma separated: run only these variants now, in this order")
-    parser.add_argument("--seeds", default=None, help="comma separated: run only these seeds now (e.g. one per process)")
-    parser.add_argument("--models", default=None, help="comma separated: run only these models now")
-    args, overrides = parser.parse_known_args(argv)
-    sweep = load_sweep(args.sweep)
-    if args.report_only == "False":
-        only = _part_of(sweep, "variants", args.variants, str)
-        # in the order given, and 'base' (recorded from the Guided runs' base stage) whenever the sweep has it
-        variants = only + (["base"] if "base" in sweep["variants"] and "base" not in only else [])
-        seeds = _part_of(sweep, "seeds", args.seeds, int)
-        models = _part_of(sweep, "models", args.models, str)
-        run_sweep({**sweep, "variants": variants, "seeds": seeds, "models": models}, cmd_args=overrides)
-    write_report(sweep, args.sweep, Path(args.report))
-    print(f"report written to {args.report}")
-    return 0

@@ -9,11 +9,14 @@ import json
 import statistics
 from pathlib import Path
 
+import numpy as np
 from scipy import stats
 
 from recbole_guided import benchmark
 from recbole_guided.config import GuidedConfig, parent_model
 from recbole_guided.errors import ConfigError
+from recbole_guided.evaluation import RunRanks
+from recbole_guided.paired_test import paired_change
 from recbole_guided.pipeline import describe_evaluation
 from recbole_guided.provenance import git_commit, machine
 
@@ -33,7 +36,7 @@ def by_seed(rows, dataset, model, variant, metric) -> dict[int, float]:
 
 
 def mean_std(values) -> str:
-    values = list(values)
+    values = [v for v in values if v == v]  # an empty group's NaN has no mean
     if not values:
         return "–"
     if len(values) == 1:
@@ -114,6 +117,79 @@ def results_tables(rows: list[dict], variants: list[str], results: str = "the re
                 cells = [change_over(by_seed(rows, dataset, model, "guided", m),
                                      by_seed(rows, dataset, model, ablation, m)) for m in HEADLINE]
                 out.append(f"| {ablation} | {ABLATION_QUESTIONS[ablation]} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+GROUP_HEAD = ["all", *benchmark.GROUPS]
+PAIRED = [("guided", "base"), ("guided", "random-guided"), ("metadata-guided", "base"), ("random-guided", "base")]
+
+
+def group_column(mode: str, group: str, metric: str = "ndcg@10") -> str:
+    if mode == "full":
+        return f"test_{metric}" if group == "all" else f"test_{group}_{metric}"
+    return f"{mode}_{group}_{metric}"
+
+
+def paired_over_users(rows: list[dict], results_dir: Path, a: str, b: str, mode: str, group: str,
+                      metric: str = "ndcg", k: int = 10) -> str:
+    """``b`` against ``a`` on the same users of the same seeds, from the runs' rank files."""
+    va, vb = [], []
+    by = {(r["variant"], r["seed"]): r for r in rows if r.get("ranks_file")}
+    for (variant, seed), row_a in sorted(by.items()):
+        row_b = by.get((b, seed))
+        if variant != a or row_b is None:
+            continue
+        ra, rb = (_ranks(results_dir / r["ranks_file"]) for r in (row_a, row_b))
+        if mode not in ra.ranks or mode not in rb.ranks:
+            continue
+        position = {u: i for i, u in enumerate(rb.users)}
+        both = [i for i, u in enumerate(ra.users) if u in position and ra.groups[group][i]]
+        va.append(ra.values(mode, metric, k)[both])
+        vb.append(rb.values(mode, metric, k)[[position[ra.users[i]] for i in both]])
+    if not va or not sum(len(v) for v in va):  # no seed with both, or an empty group
+        return "–"
+    return str(paired_change(np.concatenate(va), np.concatenate(vb)))
+
+
+_RANKS: dict[Path, RunRanks] = {}
+
+
+def _ranks(path: Path) -> RunRanks:
+    if path not in _RANKS:
+        _RANKS[path] = RunRanks.read(path)
+    return _RANKS[path]
+
+
+def group_tables(rows: list[dict], variants: list[str], results: Path) -> str:
+    """Per model: NDCG@10 by user group, full ranking and sampled, and paired changes over users."""
+    out = []
+    for dataset, model in sorted({(r["dataset"], r["model"]) for r in rows}):
+        mine = [r for r in rows if (r["dataset"], r["model"]) == (dataset, model)]
+        if not any(r.get("users_tail") for r in mine):
+            continue
+        sizes = next(r for r in mine if r.get("users_tail"))
+        users = " · ".join(f"{g} {sizes[f'users_{g}']}" for g in benchmark.GROUPS)
+        out.append(f"\n### {dataset} · {model}: NDCG@10 by group\n\nTest users per group (seed {sizes['seed']}): {users}.\n")
+        for mode, label in (("full", "full ranking over all items"), (benchmark.SAMPLED, "sampled: the target "
+                                                                       "against 100 uniformly drawn negatives")):
+            out.append(f"**{label}** (mean ± std over seeds)\n")
+            out.append("| variant | seeds | " + " | ".join(GROUP_HEAD) + " |")
+            out.append("|---|---|" + "---|" * len(GROUP_HEAD))
+            for variant in variants:
+                chosen = [r for r in mine if r["variant"] == variant and r.get(group_column(mode, "tail"))]
+                if chosen:
+                    cells = [mean_std(float(r[group_column(mode, g)]) for r in chosen) for g in GROUP_HEAD]
+                    out.append(f"| {variant} | {len(chosen)} | " + " | ".join(cells) + " |")
+            pairs = [(a, b) for b, a in PAIRED if a in variants and b in variants]
+            if pairs:
+                out.append("\nChange of NDCG@10, paired over the same users and seeds (95% bootstrap interval over "
+                           "users; Wilcoxon signed-rank p):\n")
+                out.append("| comparison | " + " | ".join(GROUP_HEAD) + " |")
+                out.append("|---|" + "---|" * len(GROUP_HEAD))
+                for a, b in pairs:
+                    cells = [paired_over_users(mine, results.parent, a, b, mode, g) for g in GROUP_HEAD]
+                    out.append(f"| `{b}` vs `{a}` | " + " | ".join(cells) + " |")
+            out.append("")
     return "\n".join(out)
 
 
@@ -202,6 +278,19 @@ share the CPU with other jobs; what the refined table costs, measured side by si
 `benchmarks/speed.py`'s output (README, "Cost").
 {results_tables(rows, sweep['variants'], sweep['results'])}
 """
+    groups = group_tables(rows, sweep["variants"], benchmark.ROOT / sweep["results"])
+    if groups:
+        text += f"""
+## Where item semantics should matter: by user group
+
+Each run also keeps every test user's rank of their target (`{Path(sweep['results']).stem}-ranks/`
+beside the CSV, `recbole_guided/evaluation.py`). Groups, from the training split only: **tail** /
+**head**: the user's target lies outside / inside the most popular items that together take 80% of
+the training interactions; **short** / **long**: the user's training history is at most / above
+the median test user's. The sampled rows rank the target against 100 uniformly drawn negatives
+(RecBole's `uni100`), evaluated on the same trained models, for comparison with papers that report
+sampled metrics; full ranking is the headline.
+{groups}"""
     if sweep.get("convergence"):
         text += convergence_section(benchmark.ROOT / sweep["convergence"], rows)
     notes = benchmark.ROOT / sweep["notes"] if sweep.get("notes") else None

@@ -65,7 +65,7 @@ def dispatch(argv: list[str]) -> int:
     if command == "explain":
         from recbole_guided.explain import main as explain_main
         return explain_main(rest)
-    from recbole_guided.benchmark import main as benchmark_main
+    from recbole_guided.benchmark_command import main as benchmark_main
     return benchmark_main(rest)
 
 

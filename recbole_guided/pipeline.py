@@ -7,17 +7,23 @@ the same seeds, the same split and the same model for the same config.
 
 from __future__ import annotations
 
+import copy
 import statistics
 from dataclasses import dataclass
 from logging import getLogger
+from pathlib import Path
 
 from recbole.data import create_dataset, data_preparation
+from recbole.data.utils import create_samplers, get_dataloader
 from recbole.trainer import Trainer
 from recbole.utils import get_trainer, init_seed
 
 from recbole_guided.compat import SafeTrainer
 from recbole_guided.config import get_model, is_guided, parent_model
 from recbole_guided.errors import ConfigError
+from recbole_guided.evaluation import RunRanks, UserRanks, group_metrics, run_ranks, target_ranks, user_groups
+
+SAMPLED_MODE = "uni100"  # what LLM-ESR and LLMEmb report: the target against 100 random items
 
 
 @dataclass
@@ -70,6 +76,12 @@ def train_and_evaluate(config, saved: bool = True, resume_file=None) -> dict:
     test_result = trainer.evaluate(data.test_data, load_best_model=saved, show_progress=config["show_progress"])
     logger.info(f"best valid : {best_valid_result}")
     logger.info(f"test result: {test_result}")
+    ranks = evaluate_by_user(config, trainer, data)
+    ranks_file = Path(trainer.saved_model_file).with_suffix(".ranks.npz") if saved else None
+    if ranks_file is not None:  # beside the checkpoint: what per-user paired tests read
+        ranks.write(ranks_file)
+    groups = {mode: group_metrics(UserRanks(ranks.users, ranks.targets, r), ranks.groups, _metric_names(config),
+                                  config["topk"]) for mode, r in ranks.ranks.items()}
     return {
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
@@ -79,15 +91,51 @@ def train_and_evaluate(config, saved: bool = True, resume_file=None) -> dict:
         "dataset": config["dataset"],
         "seed": config["seed"],
         "evaluation": describe_evaluation(config),
+        "groups": groups,  # {mode: {group: {"users": n, metric: value}}}, see evaluation.py
         "seconds_per_epoch": statistics.mean(trainer.epoch_seconds) if trainer.epoch_seconds else None,
         "epochs_trained": len(trainer.epoch_seconds),
         "epochs": config["epochs"],  # the budget: the cap and the patience of early stopping
         "stopping_step": config["stopping_step"],
         "valid_scores": trainer.valid_scores,
         "saved_model_file": trainer.saved_model_file if saved else None,
+        "ranks_file": str(ranks_file) if ranks_file else None,
         "_trained_model": model,
         "_data": data,
+        "_ranks": ranks,
     }
+
+
+def evaluate_by_user(config, trainer, data) -> RunRanks:
+    """Every test user's rank of their target under the run's own evaluation and, when that is
+    full ranking, also sampled (``uni100``) on the same trained model, with the user groups."""
+    mode = test_mode(config)
+    by_mode = {mode: target_ranks(trainer, data.test_data)}
+    if mode == "full":
+        by_mode[SAMPLED_MODE] = target_ranks(trainer, sampled_test_data(config, data, SAMPLED_MODE))
+    return run_ranks(by_mode, user_groups(by_mode[mode], data.train_data.dataset), data.dataset)
+
+
+def sampled_test_data(config, data: Prepared, mode: str):
+    """The same test split under another evaluation mode (same users and targets): RecBole's own
+    sampler and loader for ``mode``, over the datasets this run already built."""
+    twin = copy.deepcopy(config)
+    twin.final_config_dict["eval_args"] = {**config["eval_args"], "mode": {"valid": mode, "test": mode}}
+    twin._set_eval_neg_sample_args("valid")
+    twin._set_eval_neg_sample_args("test")
+    built = [data.train_data._dataset, data.valid_data._dataset, data.test_data._dataset]
+    _, _, sampler = create_samplers(twin, data.dataset, built)
+    return get_dataloader(twin, "test")(twin, built[2], sampler, shuffle=False)
+
+
+def test_mode(config) -> str:
+    mode = (config["eval_args"] or {}).get("mode") or "full"
+    return mode.get("test", "full") if isinstance(mode, dict) else mode
+
+
+def _metric_names(config) -> tuple[str, ...]:
+    """The run's ranking metrics that a single target per user defines from its rank alone."""
+    names = [m.lower() for m in config["metrics"] if m.lower() in ("mrr", "ndcg", "recall", "hit")]
+    return tuple(names) or ("mrr", "ndcg", "recall")
 
 
 def describe_evaluation(config) -> str:
@@ -101,8 +149,7 @@ def describe_evaluation(config) -> str:
     else:
         how = f"split {split}"
     order = {"TO": "time order", "RO": "random order"}.get(args.get("order"), f"order {args.get('order')}")
-    mode = args.get("mode")
-    mode = mode.get("test", "full") if isinstance(mode, dict) else (mode or "full")
+    mode = test_mode(config)
     if mode == "full":
         ranking = "full ranking over all items"
     elif mode.startswith(("uni", "pop")):

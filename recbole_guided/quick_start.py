@@ -55,7 +55,8 @@ def _public(result: dict) -> dict:
 
 
 def comparison_table(baseline: dict, guided: dict, split: str = "test_result") -> str:
-    """The baseline and the Guided model side by side, with the relative change.
+    """The baseline and the Guided model side by side, with the relative change, then one metric
+    by user group and ranking mode (``evaluation.py`` defines the groups).
 
     Training speed is left out on purpose: the two models trained at different moments of the run,
     and a number that depends on what else shared the CPU is no comparison (benchmarks/speed.py
@@ -63,15 +64,37 @@ def comparison_table(baseline: dict, guided: dict, split: str = "test_result") -
     rows = [f"{'metric':<12}{baseline['model']:>14}{guided['model']:>16}{'change':>10}"]
     for metric, base_value in baseline[split].items():
         value = guided[split][metric]
-        change = f"{100 * (value - base_value) / base_value:+.1f}%" if base_value else "n/a"
-        rows.append(f"{metric:<12}{base_value:>14.4f}{value:>16.4f}{change:>10}")
-    return f"{split.replace('_result', '')} results ({guided['evaluation']})\n" + "\n".join(rows)
+        rows.append(f"{metric:<12}{base_value:>14.4f}{value:>16.4f}{_change(base_value, value):>10}")
+    table = f"{split.replace('_result', '')} results ({guided['evaluation']})\n" + "\n".join(rows)
+    if split == "test_result" and baseline.get("groups") and guided.get("groups"):
+        table += "\n" + group_table(baseline, guided)
+    return table
+
+
+def group_table(baseline: dict, guided: dict) -> str:
+    modes = [m for m in guided["groups"] if m in baseline["groups"]]
+    names = [k for k in guided["groups"][modes[0]]["all"] if k != "users"]
+    metric = next((k for k in names if k.startswith("ndcg")), names[0])
+    rows = [f"{metric} by group (tail/head: the target outside/inside the items that take 80% of the training "
+            f"interactions; short/long: training history up to / over the median)",
+            f"{'ranking':<9}{'group':<7}{'users':>6}{baseline['model']:>13}{guided['model']:>16}{'change':>10}"]
+    for mode in modes:
+        for group, base in baseline["groups"][mode].items():
+            value = guided["groups"][mode][group][metric]
+            rows.append(f"{mode:<9}{group:<7}{base['users']:>6}{base[metric]:>13.4f}{value:>16.4f}"
+                        f"{_change(base[metric], value):>10}")
+    return "\n".join(rows)
+
+
+def _change(base: float, value: float) -> str:
+    return f"{100 * (value - base) / base:+.1f}%" if base and base == base else "n/a"  # n/a: zero or NaN
 
 
 def results_record(result: dict) -> dict:
     """The JSON written by ``--results_file``: both models' results and speeds."""
     def part(r):
-        return {key: _plain(r[key]) for key in ("model", "best_valid_result", "test_result", "seconds_per_epoch")}
+        return {key: _plain(r.get(key)) for key in ("model", "best_valid_result", "test_result", "groups",
+                                                     "seconds_per_epoch")}
 
     return {
         "model": result["model"],
@@ -84,7 +107,9 @@ def results_record(result: dict) -> dict:
 
 
 def _plain(value):
-    return {k: float(v) for k, v in value.items()} if isinstance(value, dict) else value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return float(value) if hasattr(value, "item") else value
 
 
 def load_guided_model(model_file, map_location="cpu"):

@@ -58,6 +58,13 @@ def test_sweep_appends_rows_resumes_and_reports(tiny_root, tmp_path, monkeypatch
     # what ran, read from the sweep's config rather than written as fixed text
     assert "Evaluation: tiny, leave-one-out (last interaction = test" in text and "full ranking over all items" in text
     assert "the `.item` field `(metadata_field not set)`" in text and "ml-100k" not in text.split("## Results")[0]
+    # every run kept its users' ranks; the report compares variants user by user, per group
+    assert all((tmp_path / r["ranks_file"]).is_file() for r in again) and all(r["users_tail"] != "" for r in again)
+    assert "## Where item semantics should matter: by user group" in text
+    assert "**sampled: the target against 100 uniformly drawn negatives**" in text
+    paired = next(line for line in text.splitlines() if line.startswith("| `guided` vs `base` |"))
+    cells = [c.strip() for c in paired.split("|")[2:-1]]  # all, tail, head, short, long
+    assert len(cells) == 5 and "(p" in cells[0] and all("(p" in c or c == "–" for c in cells)
     assert "Every run: at most 1 epochs, patience 5." in text and "GuidedGRU4Rec only: {'stopping_step': 5}" in text
     # guided against the ablation it has, with what that ablation tests
     assert "| random-guided | the LLM's content (random vectors in its place) | " in text
@@ -89,6 +96,7 @@ def test_budgets_that_would_mix_or_misalign_rows_are_refused(tmp_path):
 
 
 def test_partial_sweep_filters_must_name_what_the_sweep_has(tmp_path):
+    from recbole_guided.benchmark_command import main
     from recbole_guided.errors import ConfigError
 
     sweep_file = tmp_path / "sweep.yaml"
@@ -99,7 +107,7 @@ def test_partial_sweep_filters_must_name_what_the_sweep_has(tmp_path):
                       ("--models=GuidedSASRec", r"--models: \['GuidedSASRec'\] not in the sweep's models"),
                       ("--variants=random-guided", r"--variants: \['random-guided'\] not in the sweep's variants")]:
         with pytest.raises(ConfigError, match=why):
-            benchmark.main([f"--sweep={sweep_file}", flag])
+            main([f"--sweep={sweep_file}", flag])
 
 
 def test_base_row_recorded_once_when_a_parallel_process_records_it_first(tiny_root, tmp_path, monkeypatch):

@@ -69,7 +69,8 @@ def test_cli_trains_baseline_then_guided_and_writes_the_comparison(tiny_root, tm
     assert first.returncode == 0, first.stderr[-3000:]
     terminal = first.stdout + first.stderr
     # the comparison is logged once, labelled with what was measured, without RecBole's pandas noise
-    assert terminal.count("GuidedSASRec    change") == 1
+    assert terminal.count("metric              SASRec    GuidedSASRec    change") == 1
+    assert "ndcg@5 by group" in terminal and "uni100   tail" in terminal
     assert "test results (tiny, leave-one-out" in terminal and "full ranking over all items)" in terminal
     assert "FutureWarning" not in terminal and "s/epoch" not in terminal
     record = json.loads(out.read_text())
@@ -77,6 +78,10 @@ def test_cli_trains_baseline_then_guided_and_writes_the_comparison(tiny_root, tm
     for part in ("baseline", "guided"):
         assert set(record[part]["test_result"]) == {"recall@5", "mrr@5", "ndcg@5"}
         assert record[part]["seconds_per_epoch"] > 0
+        groups = record[part]["groups"]
+        assert set(groups) == {"full", "uni100"} and set(groups["full"]) == {"all", "tail", "head", "short", "long"}
+        assert groups["full"]["tail"]["users"] + groups["full"]["head"]["users"] == groups["full"]["all"]["users"] == 24
+        assert groups["full"]["all"]["ndcg@5"] == pytest.approx(record[part]["test_result"]["ndcg@5"], abs=1e-4)
     assert record["baseline"]["model"] == "SASRec"
 
     # Same config again: the base stage is reused, not retrained, and gives the same baseline.

@@ -125,7 +125,7 @@ def test_cached_prefix_gives_the_same_scores_as_one_plain_forward(tiny_backend):
     cached = tiny_backend.expected_scores([messages], MOVIES)[0]
     scale_ids = tiny_backend.scale_token_ids(MOVIES)
     for name in MOVIES.names:
-        ids = tiny_backend._encode(tiny_backend.render(messages, answer_prefix(name)))
+        ids = tiny_backend.encode(tiny_backend.render(messages, answer_prefix(name)))
         with torch.no_grad():
             logprobs = torch.log_softmax(tiny_backend.model(ids).logits[0, -1].double(), -1)[scale_ids]
         assert cached[name] == pytest.approx(expected_score(dict(zip(MOVIES.scale, logprobs.tolist()))), abs=1e-5)

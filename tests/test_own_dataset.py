@@ -49,7 +49,8 @@ def test_every_command_of_the_own_dataset_page_runs(tmp_path):
     guided = GuidedTable.read(tmp_path / "dataset" / "shop" / "shop.guided", key_field="asin")
     assert guided.attributes == ["sportiness", "durability", "style", "value"] and len(guided.tokens) == 24
     assert "sampled: the target against 100 negatives drawn uniformly" in outputs[1]
-    assert outputs[1].count("GuidedSASRec    change") == 1
+    assert outputs[1].count("metric              SASRec    GuidedSASRec    change") == 1
+    assert "ndcg@10 by group" in outputs[1] and "uni100   tail" in outputs[1]
     record = json.loads((tmp_path / "shop_results.json").read_text())
     assert record["baseline"]["model"] == "SASRec" and set(record["guided"]["test_result"]) == {
         "recall@10", "mrr@10", "ndcg@10"}

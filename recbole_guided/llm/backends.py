@@ -144,6 +144,13 @@ def make_backend(llm: str, **options):
     return HFBackend(path, **{k: v for k, v in options.items() if k in HFBackend.OPTIONS})
 
 
+def adapter_fingerprint(adapter: str | Path) -> str:
+    """Names a LoRA adapter by its weights, so cached answers of another adapter are never reused."""
+    weights = sorted(Path(adapter).glob("adapter_model.*"))
+    digest = hashlib.sha256(b"".join(w.read_bytes() for w in weights)).hexdigest()[:10]
+    return f"lora-{digest}"
+
+
 def expected_score(logprobs: dict[int, float]) -> float:
     """Expectation over the scale, renormalized to the probability the model puts on the scale."""
     scores = np.array(list(logprobs), dtype=np.float64)
@@ -179,8 +186,6 @@ class HFBackend:
         if adapter:  # a LoRA adapter from finetune-llm, in peft's format
             from peft import PeftModel
 
-            from recbole_guided.llm.finetune import adapter_fingerprint
-
             if not (Path(adapter) / "adapter_config.json").is_file():
                 raise ConfigError(f"{adapter}: not a peft adapter folder (no adapter_config.json)")
             self.model = PeftModel.from_pretrained(self.model, adapter)
@@ -209,7 +214,12 @@ class HFBackend:
             ids.append(pieces[0])
         return ids
 
-    def _encode(self, text: str):
+    def clear_prefix_cache(self) -> None:
+        """Forget the shared prefix's keys and values (after the weights changed, e.g. LoRA tuning)."""
+        self._prefixes.clear()
+
+    def encode(self, text: str):
+        """Token ids of ``text`` (no special tokens added), on the model's device."""
         return self.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(self.model.device)
 
     def _prefix_cache(self, prefix: str) -> tuple:
@@ -221,7 +231,7 @@ class HFBackend:
         if prefix not in self._prefixes:
             self._prefixes.clear()  # one schema at a time: keep one
             with torch.inference_mode():
-                _, self._prefixes[prefix] = self._forward(self._encode(prefix), (), logits_to_keep=1)
+                _, self._prefixes[prefix] = self._forward(self.encode(prefix), (), logits_to_keep=1)
         return self._prefixes[prefix]
 
     def _forward(self, ids, kv: tuple, attention_mask=None, logits_to_keep=0):
@@ -254,7 +264,7 @@ class HFBackend:
         m = len(schema.names)
         text = self.render(messages)
         prefix = shared_prefix(text) if reuse_prefix else ""
-        _, kv = self._forward(self._encode(text[len(prefix):]), self._prefix_cache(prefix), logits_to_keep=1)
+        _, kv = self._forward(self.encode(text[len(prefix):]), self._prefix_cache(prefix), logits_to_keep=1)
         kv = tuple((k.expand(m, -1, -1, -1), v.expand(m, -1, -1, -1)) for k, v in kv)
         past = kv[0][0].shape[2]
         mask = torch.cat([torch.ones(m, past, dtype=torch.long, device=self.model.device),

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import logging
 import random
@@ -110,8 +109,8 @@ def recommendation_loss(profile, items: ItemGuided, example: Example, rng: np.ra
 
 def format_loss(backend: HFBackend, messages: list[dict], answer: str) -> torch.Tensor:
     """Language-model loss on the answer tokens only (the prompt is context)."""
-    prompt = backend._encode(backend.render(messages))
-    target = backend._encode(answer + (backend.tokenizer.eos_token or ""))
+    prompt = backend.encode(backend.render(messages))
+    target = backend.encode(answer + (backend.tokenizer.eos_token or ""))
     ids = torch.cat([prompt, target], dim=1)
     labels = ids.clone()
     labels[:, :prompt.shape[1]] = -100
@@ -133,7 +132,7 @@ def attach_lora(backend: HFBackend, options: LoraOptions) -> None:
     config = LoraConfig(r=options.lora_r, lora_alpha=options.lora_alpha, lora_dropout=0.0,
                         target_modules=list(options.target_modules), task_type="CAUSAL_LM")
     backend.model = get_peft_model(backend.model, config)
-    backend._prefixes.clear()
+    backend.clear_prefix_cache()
 
 
 def train_lora(backend: HFBackend, schema: AttributeSchema, examples: list[Example], texts: dict[str, str],
@@ -172,7 +171,7 @@ def train_lora(backend: HFBackend, schema: AttributeSchema, examples: list[Examp
             bar.update(1)
     bar.close()
     backend.model.eval()
-    backend._prefixes.clear()  # cached keys/values came from the model before tuning
+    backend.clear_prefix_cache()  # cached keys/values came from the model before tuning
     return log
 
 
@@ -208,12 +207,6 @@ def generate_failure_rate(backend: HFBackend, schema: AttributeSchema, histories
             except AnswerError as err:
                 failures.append(f"user {user}: {err}")
     return len(failures) / len(users), failures
-
-
-def adapter_fingerprint(adapter: Path) -> str:
-    weights = sorted(Path(adapter).glob("adapter_model.*"))
-    digest = hashlib.sha256(b"".join(w.read_bytes() for w in weights)).hexdigest()[:10]
-    return f"lora-{digest}"
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,0 +1,50 @@
+"""Comparing two variants on the same test users: the per-user paired test the report uses.
+
+A run ranks every test user, so two variants of one seed are compared user by user rather than
+only through their means over seeds (three seeds give a t-test with 2 degrees of freedom). The
+p-value is the Wilcoxon signed-rank test of the per-user differences (users on whom both variants
+score the same, e.g. both miss the top 10, carry no sign and are dropped, as Wilcoxon does); the
+interval is a paired bootstrap over users of the relative change of the mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class PairedChange:
+    users: int          # test cases compared (user x seed pairs)
+    change: float       # relative change of the mean, b over a (0.1 = +10%)
+    ci_low: float       # 95% paired-bootstrap interval of the change
+    ci_high: float
+    p: float            # two-sided Wilcoxon signed-rank p-value; 1.0 when nothing differs
+
+    def __str__(self) -> str:
+        if self.change != self.change:  # the reference's mean is zero: no relative change
+            return f"n/a (p={self.p:.3f})"
+        p = "<0.001" if self.p < 0.001 else f"={self.p:.3f}"
+        return f"{100 * self.change:+.1f}% [{100 * self.ci_low:+.1f}, {100 * self.ci_high:+.1f}] (p{p})"
+
+
+def paired_change(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0) -> PairedChange:
+    """``a`` and ``b``: one value per test case (e.g. NDCG@10), the same cases in the same order."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"paired values need two equal, non-empty 1-d arrays; got {a.shape} and {b.shape}")
+    change = _relative(a.mean(), b.mean())
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(len(a), size=(resamples, len(a)))
+    boot = _relative(a[picks].mean(axis=1), b[picks].mean(axis=1))
+    low, high = np.nanpercentile(boot, [2.5, 97.5])
+    differs = a != b
+    p = float(stats.wilcoxon(b[differs], a[differs]).pvalue) if differs.sum() >= 1 else 1.0
+    return PairedChange(len(a), float(change), float(low), float(high), p)
+
+
+def _relative(a, b):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.asarray(a) > 0, (np.asarray(b) - a) / a, np.nan)

@@ -1,0 +1,73 @@
+"""Per-user ranks are the ones behind RecBole's metrics; groups and paired tests do what they say."""
+
+import numpy as np
+import pytest
+from conftest import prepare
+from recbole.utils import init_seed
+
+from recbole_guided.compat import SafeTrainer
+from recbole_guided.evaluation import RunRanks, UserRanks, group_metrics, head_items, run_ranks, target_ranks, user_groups
+from recbole_guided.paired_test import paired_change
+from recbole_guided.pipeline import Prepared, sampled_test_data
+
+
+@pytest.mark.parametrize("name", ["GuidedSASRec", "GuidedBERT4Rec", "SASRec"])
+def test_ranks_reproduce_recboles_metrics_full_and_sampled(tiny_root, name):
+    config, dataset, (train, valid, test), model = prepare(name, tiny_root, metrics=["Recall", "MRR", "NDCG", "Hit"],
+                                                           topk=[3, 10])
+    trainer = SafeTrainer(config, model, dataset)
+    trainer._train_epoch(train, 0)
+    data = Prepared(dataset, train, valid, test)
+    for loader in (test, sampled_test_data(config, data, "uni10")):
+        init_seed(1, True)  # the sampled loader draws its negatives as it is iterated
+        expected = trainer.evaluate(loader, load_best_model=False)
+        init_seed(1, True)
+        ranks = target_ranks(trainer, loader)
+        assert len(ranks.ranks) == 24 and ranks.ranks.min() >= 1
+        ours = group_metrics(ranks, {"all": np.ones(len(ranks.ranks), bool)}, ("recall", "mrr", "ndcg", "hit"), (3, 10))
+        for metric, value in expected.items():
+            assert ours["all"][metric] == pytest.approx(value, abs=1e-4), metric
+    assert ranks.ranks.max() <= 11  # sampled: the target among 10 negatives
+
+
+def test_head_is_the_smallest_popular_set_taking_the_share():
+    popularity = np.array([0, 50, 30, 10, 5, 5])  # id 0 = padding
+    head = head_items(popularity, share=0.8)
+    assert head.tolist() == [False, True, True, False, False, False]  # 80 of 100 interactions
+    assert head_items(popularity, share=0.81).tolist() == [False, True, True, True, False, False]
+
+
+def test_groups_split_by_target_popularity_and_history_length(tiny_root):
+    _, dataset, (train, _, test), _ = prepare("GuidedSASRec", tiny_root)
+    users = test.dataset.inter_feat[dataset.uid_field].numpy()
+    targets = test.dataset.inter_feat[dataset.iid_field].numpy()
+    groups = user_groups(UserRanks(users, targets, np.ones(len(users))), train.dataset)
+    assert (groups["tail"] ^ groups["head"]).all() and (groups["short"] ^ groups["long"]).all()
+    assert groups["all"].sum() == len(users) == 24
+
+
+def test_modes_are_aligned_by_user_and_round_trip(tmp_path, tiny_root):
+    _, dataset, *_ = prepare("GuidedSASRec", tiny_root)
+    full = UserRanks(np.array([3, 1, 2]), np.array([5, 6, 7]), np.array([1, 2, 3]))
+    sampled = UserRanks(np.array([1, 2, 3]), np.array([6, 7, 5]), np.array([20, 30, 10]))
+    groups = {"all": np.ones(3, bool), "tail": np.array([True, False, False])}
+    run = run_ranks({"full": full, "uni100": sampled}, groups, dataset)
+    assert run.ranks["full"].tolist() == [2, 3, 1] and run.ranks["uni100"].tolist() == [20, 30, 10]
+    assert run.groups["tail"].tolist() == [False, False, True]  # user 3's group moved with user 3
+    run.write(tmp_path / "r.npz")
+    again = RunRanks.read(tmp_path / "r.npz")
+    assert again.users.tolist() == run.users.tolist() and again.ranks["uni100"].tolist() == [20, 30, 10]
+
+
+def test_paired_change_finds_a_real_difference_and_none_where_there_is_none():
+    rng = np.random.default_rng(0)
+    a = np.where(rng.random(900) < 0.2, rng.random(900), 0.0)
+    better = a + np.where(rng.random(900) < 0.1, 0.3, 0.0)
+    result = paired_change(a, better)
+    assert result.p < 0.001 and 0 < result.ci_low < result.change < result.ci_high
+    same = paired_change(a, a)
+    assert same.change == 0 and same.p == 1.0
+    noise = paired_change(a, rng.permutation(a))  # same values, unpaired order: no systematic change
+    assert noise.ci_low < 0 < noise.ci_high
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        paired_change(a, a[:10])
