@@ -39,8 +39,8 @@ COLUMNS = ["dataset", "model", "variant", "seed", *[f"test_{m}" for m in METRICS
            *[f"valid_{m}" for m in METRICS],
            *[f"users_{g}" for g in GROUPS], *[f"test_{g}_{m}" for g in GROUPS for m in GROUP_METRICS],
            *[f"{SAMPLED}_{g}_{m}" for g in ["all", *GROUPS] for m in GROUP_METRICS],
-           "seconds_per_epoch", "epochs_trained", "epochs", "stopping_step", "threads", "finished", "commit",
-           "ranks_file"]  # the budget each run had, torch's threads, and each test user's rank (evaluation.RunRanks)
+           "guided_share", "seconds_per_epoch", "epochs_trained", "epochs", "stopping_step", "threads", "finished",
+           "commit", "ranks_file"]  # the budget each run had, torch's threads, and each test user's rank (evaluation.RunRanks)
 
 
 def load_sweep(path) -> dict:
@@ -98,7 +98,8 @@ def _row(dataset, model, variant, seed, result, ranks_file: str = "") -> dict:
            "seconds_per_epoch": f"{result['seconds_per_epoch']:.2f}", "epochs_trained": result["epochs_trained"],
            "epochs": result["epochs"], "stopping_step": result["stopping_step"], "threads": torch.get_num_threads(),
            "finished": datetime.datetime.now().isoformat(timespec="seconds"), "commit": git_commit(),
-           "ranks_file": ranks_file}
+           "ranks_file": ranks_file, "guided_share": "" if result.get("guided_share") is None
+           else f"{result['guided_share']:.4f}"}
     for split in ("test", "valid"):
         values = result["test_result" if split == "test" else "best_valid_result"]
         row.update({f"{split}_{m}": values.get(m, "") for m in METRICS})

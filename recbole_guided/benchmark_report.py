@@ -193,6 +193,32 @@ def group_tables(rows: list[dict], variants: list[str], results: Path) -> str:
     return "\n".join(out)
 
 
+def frontier_section(path: Path) -> str:
+    """``benchmarks/frontier.py``'s runs: the attributes' share of the ranking against NDCG@10."""
+    if not path.is_file():
+        return ""
+    runs = list(json.loads(path.read_text())["runs"].values())
+    if not runs:
+        return ""
+    out = ["""
+## The accuracy-interpretability frontier
+
+How much of each test user's ranking the attributes account for (the variance of the guided part of
+the user's top-100 scores over the variance of the scores, averaged over users;
+`evaluation.guided_share`) as `guided_scale` grows, and NDCG@10 (full ranking) against the parent
+trained in the same run. One seed per scale.
+
+| model | seed | guided_scale | attributes' share | NDCG@10 all | parent | NDCG@10 tail | parent |
+|---|---|---|---|---|---|---|---|"""]
+    for r in runs:
+        g, b = r["groups"]["full"], r["baseline_groups"]["full"]
+        out.append(f"| {r['model']} | {r['seed']} | `{r['guided_scale']}` | {r['guided_share']:.3f} | "
+                   f"{g['all']['ndcg@10']:.4f} | {b['all']['ndcg@10']:.4f} | {g['tail']['ndcg@10']:.4f} | "
+                   f"{b['tail']['ndcg@10']:.4f} |")
+    out.append(f"\nCommand: `{runs[0]['command']}` (commit {runs[0]['commit']}; {runs[0]['machine']}).\n")
+    return "\n".join(out)
+
+
 def capped_base_row(rows: list[dict], parent: str, seed: int) -> dict | None:
     """The sweep's `base` row of a parent and seed (the sweep names models by their Guided class)."""
     return next((r for r in rows if r["variant"] == "base" and r["seed"] == str(seed)
@@ -291,6 +317,8 @@ the median test user's. The sampled rows rank the target against 100 uniformly d
 (RecBole's `uni100`), evaluated on the same trained models, for comparison with papers that report
 sampled metrics; full ranking is the headline.
 {groups}"""
+    if sweep.get("frontier"):
+        text += frontier_section(benchmark.ROOT / sweep["frontier"])
     if sweep.get("convergence"):
         text += convergence_section(benchmark.ROOT / sweep["convergence"], rows)
     notes = benchmark.ROOT / sweep["notes"] if sweep.get("notes") else None

@@ -5,6 +5,8 @@ item semantics should matter for, and metrics per group.
   ``_neg_sample_batch_eval``), so they are the ranks behind RecBole's metrics: rank 1 + the number
   of candidates scored strictly higher than the target (padding excluded; in sampled mode the
   candidates are RecBole's sampled negatives).
+* ``decompose`` splits a Guided model's score exactly into a base part and one contribution per
+  attribute; ``guided_share`` measures how much of a user's ranking the attributes account for.
 * Groups, from the training split only: a *tail* target is an item outside the head, the most
   popular items that together take ``head_share`` (80%) of the training interactions; a *short*
   user has a training history no longer than the median test user's (so short and long split the
@@ -153,3 +155,39 @@ def run_ranks(by_mode: dict[str, UserRanks], groups: dict[str, np.ndarray], data
     user_tokens, item_tokens = dataset.field2id_token[dataset.uid_field], dataset.field2id_token[dataset.iid_field]
     return RunRanks(np.asarray(user_tokens)[first.users[order]], np.asarray(item_tokens)[first.targets[order]],
                     ranks, {g: mask[order] for g, mask in groups.items()})
+
+
+@torch.no_grad()
+def decompose(model, interaction) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(base, contributions)``: ``[B, n_items]`` and ``[B, n_items, m]``, whose sum over the last
+    axis plus ``base`` is exactly ``model.full_sort_predict(interaction)``."""
+    table = model.item_embedding
+    h = model.user_representation(interaction)                  # [B, d]
+    weight = table.weight[:model.n_items]                       # [n_items, d]; BERT4Rec's mask row dropped
+    b = table.base_dim
+    base = h[:, :b] @ weight[:, :b].T
+    bias = model.item_bias()
+    if bias is not None:
+        base = base + bias
+    contributions = h[:, None, b:] * weight[None, :, b:]       # [B, n_items, m]
+    return base, contributions
+
+
+@torch.no_grad()
+def guided_share(model, eval_data, top: int = 100) -> float:
+    """How much of a user's ranking the attributes account for: over the user's ``top`` items, the
+    variance of the guided part of the score (``<h_u, g_i>`` with ``p_u`` folded into ``h_u``)
+    against the variance of the whole score, averaged over test users. 0 = the attributes do not
+    move the ranking; 1 = they decide it alone (the two parts can also offset each other)."""
+    model.eval()
+    shares = []
+    for batch in eval_data:
+        interaction = batch[0].to(model.device)
+        base, contributions = decompose(model, interaction)
+        guided = contributions.sum(-1)
+        total = base + guided
+        total[:, 0] = -torch.inf  # padding is never ranked
+        picked = torch.topk(total, min(top, total.shape[1] - 1), dim=1).indices
+        share = guided.gather(1, picked).var(dim=1) / total.gather(1, picked).var(dim=1).clamp_min(1e-12)
+        shares.append(share.cpu())
+    return float(torch.cat(shares).mean())

@@ -23,6 +23,7 @@ import torch
 
 from recbole_guided.atomic_files import AtomicFormat, read_atomic, read_header
 from recbole_guided.errors import ConfigError, GuidedError
+from recbole_guided.evaluation import decompose
 
 
 @dataclass
@@ -49,22 +50,6 @@ class Explanation:
     focus_is_test_item: bool
     profile_initial: dict[str, float] = field(default_factory=dict)
     profile_learned: dict[str, float] = field(default_factory=dict)
-
-
-@torch.no_grad()
-def decompose(model, interaction) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(base, contributions)``: ``[B, n_items]`` and ``[B, n_items, m]``, whose sum over the last
-    axis plus ``base`` is exactly ``model.full_sort_predict(interaction)``."""
-    table = model.item_embedding
-    h = model.user_representation(interaction)                  # [B, d]
-    weight = table.weight[:model.n_items]                       # [n_items, d]; BERT4Rec's mask row dropped
-    b = table.base_dim
-    base = h[:, :b] @ weight[:, :b].T
-    bias = model.item_bias()
-    if bias is not None:
-        base = base + bias
-    contributions = h[:, None, b:] * weight[None, :, b:]       # [B, n_items, m]
-    return base, contributions
 
 
 def _user_row(dataset, split_data, user_token: str):

@@ -49,11 +49,11 @@ class GuidedOptions:
                              ("missing_items", MISSING_POLICIES), ("user_guided_init", USER_INITS)):
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key} '{getattr(self, key)}' unknown; expected one of {allowed}")
-        if self.guided_scale != "auto":
-            try:
-                float(self.guided_scale)
-            except (TypeError, ValueError):
-                raise ConfigError(f"guided_scale '{self.guided_scale}': expected a number or 'auto'") from None
+        try:
+            scale_factor(self.guided_scale)
+        except (TypeError, ValueError):
+            raise ConfigError(f"guided_scale '{self.guided_scale}': expected a number, 'auto' or 'auto*<number>' "
+                              "(e.g. auto*4: four times the automatic scale)") from None
         if self.base_dim is not None and (not isinstance(self.base_dim, int) or self.base_dim < 0):
             raise ConfigError(f"base_dim '{self.base_dim}': expected a whole number >= 0")
         if not self.use_base and not self.use_guided:
@@ -66,6 +66,17 @@ class GuidedOptions:
     def needs_guided_file(self) -> bool:
         """``random`` reads the file too: its shape (the number of attributes) comes from it."""
         return self.use_guided and self.guided_source in ("file", "random")
+
+
+def scale_factor(option) -> tuple[bool, float]:
+    """``guided_scale`` as ``(relative to auto?, factor)``: ``auto`` -> (True, 1), ``auto*4`` -> (True, 4),
+    ``0.5`` -> (False, 0.5)."""
+    text = str(option).replace(" ", "")
+    if text == "auto":
+        return True, 1.0
+    if text.startswith("auto*"):
+        return True, float(text[len("auto*"):])
+    return False, float(option)
 
 
 PLUGIN_KEYS = tuple(f.name for f in fields(GuidedOptions))

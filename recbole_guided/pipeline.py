@@ -21,7 +21,8 @@ from recbole.utils import get_trainer, init_seed
 from recbole_guided.compat import SafeTrainer
 from recbole_guided.config import get_model, is_guided, parent_model
 from recbole_guided.errors import ConfigError
-from recbole_guided.evaluation import RunRanks, UserRanks, group_metrics, run_ranks, target_ranks, user_groups
+from recbole_guided.evaluation import (RunRanks, UserRanks, group_metrics, guided_share, run_ranks, target_ranks,
+                                       user_groups)
 
 SAMPLED_MODE = "uni100"  # what LLM-ESR and LLMEmb report: the target against 100 random items
 
@@ -77,6 +78,7 @@ def train_and_evaluate(config, saved: bool = True, resume_file=None) -> dict:
     logger.info(f"best valid : {best_valid_result}")
     logger.info(f"test result: {test_result}")
     ranks = evaluate_by_user(config, trainer, data)
+    share = guided_share(model, data.test_data) if is_guided(config["model"]) and test_mode(config) == "full" else None
     ranks_file = Path(trainer.saved_model_file).with_suffix(".ranks.npz") if saved else None
     if ranks_file is not None:  # beside the checkpoint: what per-user paired tests read
         ranks.write(ranks_file)
@@ -92,6 +94,7 @@ def train_and_evaluate(config, saved: bool = True, resume_file=None) -> dict:
         "seed": config["seed"],
         "evaluation": describe_evaluation(config),
         "groups": groups,  # {mode: {group: {"users": n, metric: value}}}, see evaluation.py
+        "guided_share": share,  # how much of the users' top-100 scores the attributes account for
         "seconds_per_epoch": statistics.mean(trainer.epoch_seconds) if trainer.epoch_seconds else None,
         "epochs_trained": len(trainer.epoch_seconds),
         "epochs": config["epochs"],  # the budget: the cap and the patience of early stopping

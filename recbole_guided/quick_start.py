@@ -68,6 +68,9 @@ def comparison_table(baseline: dict, guided: dict, split: str = "test_result") -
     table = f"{split.replace('_result', '')} results ({guided['evaluation']})\n" + "\n".join(rows)
     if split == "test_result" and baseline.get("groups") and guided.get("groups"):
         table += "\n" + group_table(baseline, guided)
+    if split == "test_result" and guided.get("guided_share") is not None:
+        table += (f"\nattributes' share of the ranking: {guided['guided_share']:.3f} (variance of the guided part "
+                  f"of each test user's top-100 scores over the variance of the scores, averaged)")
     return table
 
 
@@ -94,7 +97,7 @@ def results_record(result: dict) -> dict:
     """The JSON written by ``--results_file``: both models' results and speeds."""
     def part(r):
         return {key: _plain(r.get(key)) for key in ("model", "best_valid_result", "test_result", "groups",
-                                                     "seconds_per_epoch")}
+                                                     "guided_share", "seconds_per_epoch")}
 
     return {
         "model": result["model"],

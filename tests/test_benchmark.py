@@ -156,3 +156,16 @@ def test_convergence_section_sets_capped_base_against_uncapped(tmp_path):
     assert "| GRU4Rec | 2020 | 10, 3 → 100, 10 | 10 → 31 (21) | 0.0400 → 0.0500 (+25.0%) |" in text
     assert "- GRU4Rec: `python benchmarks/convergence.py --models=GRU4Rec` (commit abc; m)" in text
     assert "BERT4Rec" not in text
+
+
+def test_frontier_section_sets_the_attributes_share_against_ndcg(tmp_path):
+    from recbole_guided.benchmark_report import frontier_section
+
+    groups = {"full": {"all": {"ndcg@10": 0.06}, "tail": {"ndcg@10": 0.01}}}
+    parent = {"full": {"all": {"ndcg@10": 0.058}, "tail": {"ndcg@10": 0.008}}}
+    run = {"model": "GuidedSASRec", "seed": 2020, "guided_scale": "auto*4", "guided_share": 0.25, "groups": groups,
+           "baseline_groups": parent, "command": "python benchmarks/frontier.py", "commit": "abc", "machine": "m"}
+    path = tmp_path / "frontier.json"
+    assert frontier_section(path) == ""
+    path.write_text(json.dumps({"runs": {"a": run}}))
+    assert "| GuidedSASRec | 2020 | `auto*4` | 0.250 | 0.0600 | 0.0580 | 0.0100 | 0.0080 |" in frontier_section(path)

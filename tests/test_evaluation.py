@@ -71,3 +71,15 @@ def test_paired_change_finds_a_real_difference_and_none_where_there_is_none():
     assert noise.ci_low < 0 < noise.ci_high
     with pytest.raises(ValueError, match="equal, non-empty"):
         paired_change(a, a[:10])
+
+
+def test_attributes_share_of_the_ranking_grows_with_the_guided_scale(tiny_root):
+    from recbole_guided.evaluation import guided_share
+
+    shares, scales = [], []
+    for option in ("auto", "auto*4"):
+        _, _, (_, _, test), model = prepare("GuidedSASRec", tiny_root, guided_scale=option, user_guided=False)
+        shares.append(guided_share(model, test))
+        scales.append(model.item_embedding.scale)
+    assert scales[1] == pytest.approx(4 * scales[0])
+    assert 0 < shares[0] < shares[1] <= 1.5

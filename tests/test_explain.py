@@ -7,7 +7,8 @@ from conftest import prepare
 
 from recbole_guided.compat import SafeTrainer
 from recbole_guided.errors import GuidedError
-from recbole_guided.explain import decompose, explain, to_markdown, to_png, to_table
+from recbole_guided.evaluation import decompose
+from recbole_guided.explain import explain, to_markdown, to_png, to_table
 from recbole_guided.user_guided import history_profiles
 
 MODELS = ["GuidedSASRec", "GuidedBERT4Rec", "GuidedGRU4Rec"]

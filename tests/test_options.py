@@ -9,7 +9,7 @@ import torch
 from synthetic import ATTRIBUTES, item_token, tiny_config
 
 from recbole_guided.data_files import GuidedTable
-from recbole_guided.explain import decompose
+from recbole_guided.evaluation import decompose
 from recbole_guided.quick_start import load_guided_model, run_recbole_guided
 from recbole_guided.refined_embedding import RefinedItemEmbedding
 
