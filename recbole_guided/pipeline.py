@@ -78,7 +78,9 @@ def train_and_evaluate(config, saved: bool = True, resume_file=None) -> dict:
     logger.info(f"best valid : {best_valid_result}")
     logger.info(f"test result: {test_result}")
     ranks = evaluate_by_user(config, trainer, data)
-    share = guided_share(model, data.test_data) if is_guided(config["model"]) and test_mode(config) == "full" else None
+    share = None
+    if is_guided(config["model"]) and ranking_mode(config) == "full":
+        share = guided_share(model, data.test_data)
     ranks_file = Path(trainer.saved_model_file).with_suffix(".ranks.npz") if saved else None
     if ranks_file is not None:  # beside the checkpoint: what per-user paired tests read
         ranks.write(ranks_file)
@@ -111,7 +113,7 @@ def train_and_evaluate(config, saved: bool = True, resume_file=None) -> dict:
 def evaluate_by_user(config, trainer, data) -> RunRanks:
     """Every test user's rank of their target under the run's own evaluation and, when that is
     full ranking, also sampled (``uni100``) on the same trained model, with the user groups."""
-    mode = test_mode(config)
+    mode = ranking_mode(config)
     by_mode = {mode: target_ranks(trainer, data.test_data)}
     if mode == "full":
         by_mode[SAMPLED_MODE] = target_ranks(trainer, sampled_test_data(config, data, SAMPLED_MODE))
@@ -130,7 +132,7 @@ def sampled_test_data(config, data: Prepared, mode: str):
     return get_dataloader(twin, "test")(twin, built[2], sampler, shuffle=False)
 
 
-def test_mode(config) -> str:
+def ranking_mode(config) -> str:
     mode = (config["eval_args"] or {}).get("mode") or "full"
     return mode.get("test", "full") if isinstance(mode, dict) else mode
 
@@ -152,7 +154,7 @@ def describe_evaluation(config) -> str:
     else:
         how = f"split {split}"
     order = {"TO": "time order", "RO": "random order"}.get(args.get("order"), f"order {args.get('order')}")
-    mode = test_mode(config)
+    mode = ranking_mode(config)
     if mode == "full":
         ranking = "full ranking over all items"
     elif mode.startswith(("uni", "pop")):
