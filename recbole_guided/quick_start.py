@@ -24,8 +24,10 @@ def run_recbole_guided(model=None, dataset=None, config_file_list=None, config_d
     is trained on the same data, split and seed, its item embeddings are exported, and the Guided
     model is built from them. With ``base_embedding_file`` set, no parent is trained for the table
     (``compare_with_parent: True`` still trains it for the comparison). The returned dict is
-    ``run_recbole``'s plus ``evaluation`` (what the metrics are measured on), ``seconds_per_epoch``,
-    ``saved_model_file`` and ``baseline`` (the parent's result, ``None`` without one).
+    ``run_recbole``'s plus ``evaluation`` (what the metrics are measured on), ``groups`` (metrics
+    per user group and ranking mode), ``guided_share`` (the attributes' share of the ranking),
+    ``ranks_file`` (every test user's rank), ``seconds_per_epoch``, ``saved_model_file`` and
+    ``baseline`` (the parent's result, ``None`` without one).
     ``resume_file`` continues the model's training from one of its checkpoints.
     """
     config = GuidedConfig(model, dataset, config_file_list, config_dict, cmd_args)
