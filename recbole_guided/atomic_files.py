@@ -50,16 +50,17 @@ class AtomicTable:
     def __len__(self) -> int:
         return len(self.lines)
 
-    def require(self, *fields: str, why: str = "") -> None:
-        missing = [f for f in fields if f not in self.types]
-        if missing:
-            because = f" ({why})" if why else ""
-            raise GuidedFileError(f"{self.path}, line 1: no field {', '.join(map(repr, missing))}{because}; "
-                                  f"the file has {self.fields}")
-
     def sequences(self, field: str, fmt: AtomicFormat) -> list[list[str]]:
         """A ``token_seq`` column, each cell split by ``seq_separator``."""
         return [cell.split(fmt.seq_separator) if cell else [] for cell in self.columns[field]]
+
+
+def require_fields(path: Path, present: Sequence[str], wanted: Sequence[str], why: str = "") -> None:
+    missing = [f for f in wanted if f not in present]
+    if missing:
+        because = f" ({why})" if why else ""
+        raise GuidedFileError(f"{path}, line 1: no field {', '.join(map(repr, missing))}{because}; "
+                              f"the file has {list(present)}")
 
 
 def parse_header(path: Path, line: str, fmt: AtomicFormat) -> tuple[list[str], dict[str, str]]:
@@ -101,11 +102,10 @@ def read_atomic(path: str | os.PathLike, fmt: AtomicFormat = AtomicFormat(), wha
             if not header.strip():
                 raise GuidedFileError(f"{path}: empty file, expected a header line of 'name:type' cells")
             names, types = parse_header(path, header, fmt)
-            table = AtomicTable(path, names, types, {}, [])
             if fields is not None:
-                table.require(*fields, why=what)
+                require_fields(path, names, fields, what)
             keep = [(k, name) for k, name in enumerate(names) if fields is None or name in fields]
-            columns = {name: [] for _, name in keep}
+            columns, lines = {name: [] for _, name in keep}, []
             for lineno, line in enumerate(f, start=2):
                 line = line.rstrip("\r\n")
                 if not line.strip():
@@ -116,13 +116,10 @@ def read_atomic(path: str | os.PathLike, fmt: AtomicFormat = AtomicFormat(), wha
                                           f"({', '.join(names)}) split by {fmt.field_separator!r}")
                 for k, name in keep:
                     columns[name].append(cells[k].strip())
-                table.lines.append(lineno)
+                lines.append(lineno)
     except (OSError, UnicodeDecodeError) as err:
         raise GuidedFileError(f"{path}: cannot read {what} ({err})") from err
-    table.fields = [name for _, name in keep]
-    table.types = {name: types[name] for name in table.fields}
-    table.columns = columns
-    return table
+    return AtomicTable(path, [name for _, name in keep], {name: types[name] for _, name in keep}, columns, lines)
 
 
 @contextmanager
