@@ -142,10 +142,9 @@ def paired_over_users(rows: list[dict], results_dir: Path, a: str, b: str, mode:
         ra, rb = (_ranks(results_dir / r["ranks_file"]) for r in (row_a, row_b))
         if mode not in ra.ranks or mode not in rb.ranks:
             continue
-        position = {u: i for i, u in enumerate(rb.users)}
-        both = [i for i, u in enumerate(ra.users) if u in position and ra.groups[group][i]]
-        va.append(ra.values(mode, metric, k)[both])
-        vb.append(rb.values(mode, metric, k)[[position[ra.users[i]] for i in both]])
+        a_values, b_values = ra.paired_values(rb, mode, group, metric, k)
+        va.append(a_values)
+        vb.append(b_values)
     if not va or not sum(len(v) for v in va):  # no seed with both, or an empty group
         return "–"
     return str(paired_change(np.concatenate(va), np.concatenate(vb)))

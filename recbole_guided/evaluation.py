@@ -143,6 +143,15 @@ class RunRanks:
     def values(self, mode: str, metric: str, k: int) -> np.ndarray:
         return UserRanks(self.users, self.targets, self.ranks[mode]).metric(metric, k)
 
+    def paired_values(self, other: "RunRanks", mode: str, group: str, metric: str,
+                      k: int) -> tuple[np.ndarray, np.ndarray]:
+        """This run's and ``other``'s per-user values on the users both have, in ``group`` (this
+        run's groups: they come from the training split, which two variants of a seed share)."""
+        position = {u: i for i, u in enumerate(other.users)}
+        both = [i for i, u in enumerate(self.users) if u in position and self.groups[group][i]]
+        theirs = [position[self.users[i]] for i in both]
+        return self.values(mode, metric, k)[both], other.values(mode, metric, k)[theirs]
+
 
 def run_ranks(by_mode: dict[str, UserRanks], groups: dict[str, np.ndarray], dataset) -> RunRanks:
     """Align the modes' ranks by user (each mode's loader may order users differently)."""

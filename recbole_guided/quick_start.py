@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from logging import getLogger
+from pathlib import Path
 
 from recbole.data import create_dataset
 from recbole.utils import init_logger
@@ -11,8 +12,10 @@ from recbole.utils import init_logger
 from recbole_guided.base_stage import run_base_stage
 from recbole_guided.compat import check_checkpoint_matches, load_checkpoint
 from recbole_guided.config import GuidedConfig, is_guided
+from recbole_guided.evaluation import RunRanks
 from recbole_guided.guided_sources import preflight
 from recbole_guided.options import GuidedOptions
+from recbole_guided.paired_test import paired_change
 from recbole_guided.pipeline import build_model, check_trainer, prepare_data, train_and_evaluate
 
 
@@ -82,13 +85,26 @@ def group_table(baseline: dict, guided: dict) -> str:
     metric = next((k for k in names if k.startswith("ndcg")), names[0])
     rows = [f"{metric} by group (tail/head: the target outside/inside the items that take 80% of the training "
             f"interactions; short/long: training history up to / over the median)",
-            f"{'ranking':<9}{'group':<7}{'users':>6}{baseline['model']:>13}{guided['model']:>16}{'change':>10}"]
+            f"{'ranking':<9}{'group':<7}{'users':>6}{baseline['model']:>13}{guided['model']:>16}{'change':>10}"
+            f"   paired over users: change [95% CI] (Wilcoxon p)"]
+    paired = _both_ranks(baseline, guided)
+    name, k = metric.split("@")
     for mode in modes:
         for group, base in baseline["groups"][mode].items():
             value = guided["groups"][mode][group][metric]
+            test = ""
+            if paired and base["users"]:
+                test = str(paired_change(*paired[0].paired_values(paired[1], mode, group, name, int(k))))
             rows.append(f"{mode:<9}{group:<7}{base['users']:>6}{base[metric]:>13.4f}{value:>16.4f}"
-                        f"{_change(base[metric], value):>10}")
+                        f"{_change(base[metric], value):>10}   {test}")
     return "\n".join(rows)
+
+
+def _both_ranks(baseline: dict, guided: dict) -> tuple[RunRanks, RunRanks] | None:
+    files = [baseline.get("ranks_file"), guided.get("ranks_file")]
+    if not all(files) or not all(Path(f).is_file() for f in files):  # records from before ranks were kept
+        return None
+    return RunRanks.read(files[0]), RunRanks.read(files[1])
 
 
 def _change(base: float, value: float) -> str:

@@ -71,6 +71,7 @@ def test_cli_trains_baseline_then_guided_and_writes_the_comparison(tiny_root, tm
     # the comparison is logged once, labelled with what was measured, without RecBole's pandas noise
     assert terminal.count("metric              SASRec    GuidedSASRec    change") == 1
     assert "ndcg@5 by group" in terminal and "uni100   tail" in terminal
+    assert "paired over users" in terminal and "(p=" in terminal.split("full     all")[1].splitlines()[0]
     assert "test results (tiny, leave-one-out" in terminal and "full ranking over all items)" in terminal
     assert "FutureWarning" not in terminal and "s/epoch" not in terminal
     record = json.loads(out.read_text())

@@ -83,3 +83,12 @@ def test_attributes_share_of_the_ranking_grows_with_the_guided_scale(tiny_root):
         scales.append(model.item_embedding.scale)
     assert scales[1] == pytest.approx(4 * scales[0])
     assert 0 < shares[0] < shares[1] <= 1.5
+
+
+def test_paired_values_align_users_and_take_the_group_from_the_first_run():
+    groups = {"all": np.ones(3, bool), "tail": np.array([True, False, True])}
+    a = RunRanks(np.array(["u1", "u2", "u3"]), np.array(["i", "j", "k"]), {"full": np.array([1, 5, 20])}, groups)
+    b = RunRanks(np.array(["u3", "u1", "u2"]), np.array(["k", "i", "j"]), {"full": np.array([2, 1, 30])},
+                 {g: m[[2, 0, 1]] for g, m in groups.items()})
+    va, vb = a.paired_values(b, "full", "tail", "mrr", 10)
+    assert va.tolist() == [1.0, 0.0] and vb.tolist() == [1.0, 0.5]  # u1, u3
