@@ -33,7 +33,7 @@ from scipy.stats import spearmanr
 ROOT = Path(__file__).absolute().parents[1]  # not resolve(): a copy run elsewhere reads its own tree
 sys.path.insert(0, str(ROOT))
 
-from recbole_guided.benchmark import git_commit, machine  # noqa: E402
+from recbole_guided.provenance import git_commit, machine  # noqa: E402
 from recbole_guided.data_files import GuidedTable  # noqa: E402
 from recbole_guided.llm.backends import DEFAULT_LLM, make_backend  # noqa: E402
 from recbole_guided.llm.prompts import item_messages, read_item_texts  # noqa: E402
@@ -148,6 +148,9 @@ def markdown(result: dict) -> str:
         for token, values in fam["rows"].items():
             lines.append(f"| {FAMOUS[token]} | " + " | ".join(f"{v:.1f}" for v in values) + " |")
         lines += ["| *mean over all items* | " + " | ".join(f"{v:.1f}" for v in fam["mean_over_items"]) + " |", ""]
+    if not result.get("speed"):
+        lines += ["Speed, and how often `generate` answers parse, are measured by `benchmarks/llm_speed.py`: "
+                  "see [llm_scoring.md](llm_scoring.md).", ""]
     if result.get("speed"):
         lines += ["## Parse failures and speed on a sample", "",
                   f"The first {result['speed'][0]['items']} items of ml-100k, scored from an empty cache, "
@@ -183,7 +186,7 @@ def main(argv=None) -> int:
     item_file = ROOT / "dataset/ml-100k/ml-100k.item"
     guided = Path(args.guided)
     result = {"command": "python benchmarks/llm_validity.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "machine": machine(), "commit": git_commit(), "python": platform.python_version(),
+              "machine": machine(), "commit": git_commit(ROOT), "python": platform.python_version(),
               "guided_file": relative(guided), "llm": args.llm,
               "items": len(GuidedTable.read(guided, key_field="item_id").tokens),
               "correlations": genre_correlations(guided, item_file), "famous": famous_scores(guided)}
