@@ -187,7 +187,8 @@ def group_tables(rows: list[dict], variants: list[str], results: Path) -> str:
                 out.append("|---|" + "---|" * len(GROUP_HEAD))
                 for a, b in pairs:
                     cells = [paired_over_users(mine, results.parent, a, b, mode, g) for g in GROUP_HEAD]
-                    out.append(f"| `{b}` vs `{a}` | " + " | ".join(cells) + " |")
+                    if set(cells) != {"–"}:  # a variant not run yet has no row
+                        out.append(f"| `{b}` vs `{a}` | " + " | ".join(cells) + " |")
             out.append("")
     return "\n".join(out)
 
