@@ -65,7 +65,9 @@ def genre_correlations(guided: Path, item_file: Path) -> list[dict]:
             label = np.array([genre in genres[t] for t in table.tokens], dtype=float)
             rho, p = spearmanr(table.values[:, k], label)
             rows.append({"attribute": attribute, "genre": genre, "expected_sign": sign,
-                         "spearman": float(rho), "p_value": float(p), "items_with_genre": int(label.sum())})
+                         "spearman": float(rho), "p_value": float(p), "items_with_genre": int(label.sum()),
+                         "mean_with_genre": float(table.values[label == 1, k].mean()),
+                         "mean_without_genre": float(table.values[label == 0, k].mean())})
     return rows
 
 
@@ -98,7 +100,9 @@ def famous_scores(guided: Path) -> dict:
     table = GuidedTable.read(guided, key_field="item_id")
     rows = {t: table.values[table.tokens.index(t)].round(2).tolist() for t in FAMOUS if t in table.tokens}
     return {"attributes": table.attributes, "rows": rows,
-            "mean_over_items": table.values.mean(axis=0).round(2).tolist()}
+            "mean_over_items": table.values.mean(axis=0).round(2).tolist(),
+            "percentile_5": np.percentile(table.values, 5, axis=0).round(2).tolist(),
+            "percentile_95": np.percentile(table.values, 95, axis=0).round(2).tolist()}
 
 
 def markdown(result: dict) -> str:
@@ -114,7 +118,7 @@ def markdown(result: dict) -> str:
              "its name says should follow these genres.", ""]
     if old:
         lines += [f"| attribute | genre | expected | {old['llm']} ρ | agrees | {result['llm']} ρ | p-value | "
-                  f"items with genre | agrees |", "|---|---|---|---|---|---|---|---|---|"]
+                  f"items with genre | mean score with / without | agrees |", "|---|---|---|---|---|---|---|---|---|---|"]
     else:
         lines += ["| attribute | genre | expected | Spearman ρ | p-value | items with genre | agrees |",
                   "|---|---|---|---|---|---|---|"]
@@ -122,6 +126,8 @@ def markdown(result: dict) -> str:
         sign = "+" if r["expected_sign"] > 0 else "−"
         new = f"{r['spearman']:+.3f} | {r['p_value']:.1e} | {r['items_with_genre']} | {'yes' if holds(r) else 'no'}"
         if old:
+            new = new.replace(f" | {'yes' if holds(r) else 'no'}",
+                              f" | {r['mean_with_genre']:.2f} / {r['mean_without_genre']:.2f} | {'yes' if holds(r) else 'no'}")
             o = old["correlations"][k]
             lines.append(f"| {r['attribute']} | {r['genre']} | {sign} | {o['spearman']:+.3f} | "
                          f"{'yes' if holds(o) else 'no'} | {new} |")
@@ -142,12 +148,16 @@ def markdown(result: dict) -> str:
         if not fam:
             continue
         lines += [f"## Well-known films, {who['llm']}", "",
-                  f"Each film's score per attribute (scale 1 to 9) in `{who['guided_file']}`; the last row "
-                  "is the attribute's mean over all items.", "",
+                  f"Each film's score per attribute (scale 1 to 9) in `{who['guided_file']}`; the last rows "
+                  "are the attribute's mean and its 5th to 95th percentile over all items.", "",
                   "| film | " + " | ".join(fam["attributes"]) + " |", "|---" * (len(fam["attributes"]) + 1) + "|"]
         for token, values in fam["rows"].items():
             lines.append(f"| {FAMOUS[token]} | " + " | ".join(f"{v:.1f}" for v in values) + " |")
-        lines += ["| *mean over all items* | " + " | ".join(f"{v:.1f}" for v in fam["mean_over_items"]) + " |", ""]
+        lines += ["| *mean over all items* | " + " | ".join(f"{v:.1f}" for v in fam["mean_over_items"]) + " |"]
+        if "percentile_5" in fam:
+            lines.append("| *5th to 95th percentile* | " + " | ".join(
+                f"{a:.1f}–{b:.1f}" for a, b in zip(fam["percentile_5"], fam["percentile_95"])) + " |")
+        lines.append("")
     if not result.get("speed"):
         lines += ["Speed, and how often `generate` answers parse, are measured by `benchmarks/llm_speed.py`: "
                   "see [llm_scoring.md](llm_scoring.md).", ""]
