@@ -19,29 +19,8 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
 from recbole_guided.benchmark import load_sweep  # noqa: E402
-from recbole_guided.benchmark_report import GROUP_HEAD, _ranks, read_rows  # noqa: E402
-from recbole_guided.paired_test import paired_change  # noqa: E402
-
-
-def paired(rows, results_dir: Path, model: str, variant: str, mode: str, group: str):
-    va, vb = [], []
-    for row in rows:
-        if (row["model"], row["variant"]) != (model, "base") or not row.get("ranks_file"):
-            continue
-        other = next((r for r in rows if (r["model"], r["variant"], r["seed"]) == (model, variant, row["seed"])
-                      and r.get("ranks_file")), None)
-        if other is None:
-            continue
-        a, b = _ranks(results_dir / row["ranks_file"]), _ranks(results_dir / other["ranks_file"])
-        x, y = a.paired_values(b, mode, group, "ndcg", 10)
-        va.append(x)
-        vb.append(y)
-    if not va or not sum(map(len, va)):
-        return None
-    return paired_change(np.concatenate(va), np.concatenate(vb)), len(va)
+from recbole_guided.benchmark_report import GROUP_HEAD, pooled_paired_change, read_rows  # noqa: E402
 
 
 def main() -> None:
@@ -58,11 +37,13 @@ def main() -> None:
     width = 0.8 / max(len(models), 1)
     for ax, (mode, title) in zip(axes, [("full", "full ranking"), ("uni100", "sampled (uni100)")]):
         for k, model in enumerate(models):
+            mine = [r for r in rows if r["model"] == model]
+            seeds = len({r["seed"] for r in mine if r["variant"] == "base"} & {r["seed"] for r in mine
+                                                                              if r["variant"] == args.variant})
             for g, group in enumerate(GROUP_HEAD):
-                found = paired(rows, results.parent, model, args.variant, mode, group)
-                if found is None:
+                change = pooled_paired_change(mine, results.parent, "base", args.variant, mode, group)
+                if change is None:
                     continue
-                change, seeds = found
                 x = g + (k - (len(models) - 1) / 2) * width
                 err = [[100 * (change.change - change.ci_low)], [100 * (change.ci_high - change.change)]]
                 ax.bar(x, 100 * change.change, width, yerr=err, capsize=3,

@@ -16,7 +16,7 @@ from recbole_guided import benchmark
 from recbole_guided.config import GuidedConfig, parent_model
 from recbole_guided.errors import ConfigError
 from recbole_guided.evaluation import RunRanks
-from recbole_guided.paired_test import paired_change
+from recbole_guided.paired_test import PairedChange, paired_change
 from recbole_guided.pipeline import describe_evaluation
 from recbole_guided.provenance import git_commit, machine
 
@@ -130,9 +130,10 @@ def group_column(mode: str, group: str, metric: str = "ndcg@10") -> str:
     return f"{mode}_{group}_{metric}"
 
 
-def paired_over_users(rows: list[dict], results_dir: Path, a: str, b: str, mode: str, group: str,
-                      metric: str = "ndcg", k: int = 10) -> str:
-    """``b`` against ``a`` on the same users of the same seeds, from the runs' rank files."""
+def pooled_paired_change(rows: list[dict], results_dir: Path, a: str, b: str, mode: str, group: str,
+                         metric: str = "ndcg", k: int = 10) -> PairedChange | None:
+    """``b`` against ``a`` on the same users of the same seeds (pooled), from the runs' rank files;
+    ``rows`` are one model's. ``None`` when no seed has both or the group is empty."""
     va, vb = [], []
     by = {(r["variant"], r["seed"]): r for r in rows if r.get("ranks_file")}
     for (variant, seed), row_a in sorted(by.items()):
@@ -145,9 +146,14 @@ def paired_over_users(rows: list[dict], results_dir: Path, a: str, b: str, mode:
         a_values, b_values = ra.paired_values(rb, mode, group, metric, k)
         va.append(a_values)
         vb.append(b_values)
-    if not va or not sum(len(v) for v in va):  # no seed with both, or an empty group
-        return "–"
-    return str(paired_change(np.concatenate(va), np.concatenate(vb)))
+    if not va or not sum(len(v) for v in va):
+        return None
+    return paired_change(np.concatenate(va), np.concatenate(vb))
+
+
+def paired_over_users(rows: list[dict], results_dir: Path, a: str, b: str, mode: str, group: str) -> str:
+    change = pooled_paired_change(rows, results_dir, a, b, mode, group)
+    return "–" if change is None else str(change)
 
 
 _RANKS: dict[Path, RunRanks] = {}
