@@ -35,10 +35,17 @@ METRICS = ["mrr@10", "ndcg@10", "recall@10", "mrr@20", "ndcg@20", "recall@20", "
 GROUPS = ["tail", "head", "short", "long"]  # evaluation.py: the target's popularity, the user's history length
 GROUP_METRICS = ["ndcg@10", "mrr@10", "recall@10"]
 SAMPLED = "uni100"  # evaluated on the same trained model, beside full ranking
+def group_column(mode: str, group: str, metric: str = "ndcg@10") -> str:
+    """The CSV column of a metric by ranking mode and user group (full ranking, all users: ``test_<metric>``)."""
+    if mode == "full":
+        return f"test_{metric}" if group == "all" else f"test_{group}_{metric}"
+    return f"{mode}_{group}_{metric}"
+
+
 COLUMNS = ["dataset", "model", "variant", "seed", *[f"test_{m}" for m in METRICS],
            *[f"valid_{m}" for m in METRICS],
-           *[f"users_{g}" for g in GROUPS], *[f"test_{g}_{m}" for g in GROUPS for m in GROUP_METRICS],
-           *[f"{SAMPLED}_{g}_{m}" for g in ["all", *GROUPS] for m in GROUP_METRICS],
+           *[f"users_{g}" for g in GROUPS], *[group_column("full", g, m) for g in GROUPS for m in GROUP_METRICS],
+           *[group_column(SAMPLED, g, m) for g in ["all", *GROUPS] for m in GROUP_METRICS],
            "guided_share", "seconds_per_epoch", "epochs_trained", "epochs", "stopping_step", "threads", "finished",
            "commit", "ranks_file"]  # the budget each run had, torch's threads, and each test user's rank (evaluation.RunRanks)
 
@@ -104,12 +111,13 @@ def _row(dataset, model, variant, seed, result, ranks_file: str = "") -> dict:
         values = result["test_result" if split == "test" else "best_valid_result"]
         row.update({f"{split}_{m}": values.get(m, "") for m in METRICS})
     groups = result.get("groups") or {}
-    for mode, prefix in (("full", "test"), (SAMPLED, SAMPLED)):
+    for mode in ("full", SAMPLED):
         for group, values in (groups.get(mode) or {}).items():
-            if mode == "full" and group != "all":
+            if mode == "full" and group == "all":  # RecBole's own test_result above
+                continue
+            if mode == "full":
                 row[f"users_{group}"] = values["users"]
-            if mode == SAMPLED or group != "all":
-                row.update({f"{prefix}_{group}_{m}": values.get(m, "") for m in GROUP_METRICS})
+            row.update({group_column(mode, group, m): values.get(m, "") for m in GROUP_METRICS})
     return row
 
 

@@ -124,12 +124,6 @@ GROUP_HEAD = ["all", *benchmark.GROUPS]
 PAIRED = [("guided", "base"), ("guided", "random-guided"), ("metadata-guided", "base"), ("random-guided", "base")]
 
 
-def group_column(mode: str, group: str, metric: str = "ndcg@10") -> str:
-    if mode == "full":
-        return f"test_{metric}" if group == "all" else f"test_{group}_{metric}"
-    return f"{mode}_{group}_{metric}"
-
-
 def pooled_paired_change(rows: list[dict], results_dir: Path, a: str, b: str, mode: str, group: str,
                          metric: str = "ndcg", k: int = 10) -> PairedChange | None:
     """``b`` against ``a`` on the same users of the same seeds (pooled), from the runs' rank files;
@@ -181,9 +175,9 @@ def group_tables(rows: list[dict], variants: list[str], results: Path) -> str:
             out.append("| variant | seeds | " + " | ".join(GROUP_HEAD) + " |")
             out.append("|---|---|" + "---|" * len(GROUP_HEAD))
             for variant in variants:
-                chosen = [r for r in mine if r["variant"] == variant and r.get(group_column(mode, "tail"))]
+                chosen = [r for r in mine if r["variant"] == variant and r.get(benchmark.group_column(mode, "tail"))]
                 if chosen:
-                    cells = [mean_std(float(r[group_column(mode, g)]) for r in chosen) for g in GROUP_HEAD]
+                    cells = [mean_std(float(r[benchmark.group_column(mode, g)]) for r in chosen) for g in GROUP_HEAD]
                     out.append(f"| {variant} | {len(chosen)} | " + " | ".join(cells) + " |")
             pairs = [(a, b) for b, a in PAIRED if a in variants and b in variants]
             if pairs:

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
 
+from recbole_guided.user_guided import training_histories
+
 HEAD_SHARE = 0.8
 GROUPS = ("all", "tail", "head", "short", "long")
 
@@ -72,8 +74,6 @@ def target_ranks(trainer, eval_data) -> UserRanks:
 
 def training_counts(train_dataset) -> tuple[np.ndarray, np.ndarray]:
     """``(item popularity, user history length)`` over the training split, indexed by internal id."""
-    from recbole_guided.user_guided import training_histories
-
     histories = training_histories(train_dataset)
     popularity = np.zeros(train_dataset.item_num, dtype=np.int64)
     for items in histories:
