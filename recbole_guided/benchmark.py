@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from recbole_guided.errors import ConfigError
+from recbole_guided.evaluation import GROUPS as USER_GROUPS
 from recbole_guided.provenance import git_commit
 
 # The sweep file's paths (results, config files, notes) are relative to the working directory,
@@ -30,9 +31,13 @@ VARIANTS = {
     "metadata-guided": {"guided_source": "metadata"},
     # p_u starts from <dataset>.uguided, written by `score --target=users --adapter=<finetune-llm output>`
     "guided-lora-users": {"user_guided": True, "user_guided_init": "file"},
+    # the base part from a text encoder (`embed-items`) instead of the parent's trained table
+    "text-base": {"use_guided": False, "base_embedding_file": "{data_path}/{dataset}.text.npz"},
+    "text-guided": {"user_guided": True, "base_embedding_file": "{data_path}/{dataset}.text.npz"},
 }
 METRICS = ["mrr@10", "ndcg@10", "recall@10", "mrr@20", "ndcg@20", "recall@20", "hit@10"]
 GROUPS = ["tail", "head", "short", "long"]  # evaluation.py: the target's popularity, the user's history length
+# (a sweep may name others of evaluation.GROUPS, e.g. cold and warm, with its `groups` key)
 GROUP_METRICS = ["ndcg@10", "mrr@10", "recall@10"]
 SAMPLED = "uni100"  # evaluated on the same trained model, beside full ranking
 def group_column(mode: str, group: str, metric: str = "ndcg@10") -> str:
@@ -42,12 +47,20 @@ def group_column(mode: str, group: str, metric: str = "ndcg@10") -> str:
     return f"{mode}_{group}_{metric}"
 
 
-COLUMNS = ["dataset", "model", "variant", "seed", *[f"test_{m}" for m in METRICS],
-           *[f"valid_{m}" for m in METRICS],
-           *[f"users_{g}" for g in GROUPS], *[group_column("full", g, m) for g in GROUPS for m in GROUP_METRICS],
-           *[group_column(SAMPLED, g, m) for g in ["all", *GROUPS] for m in GROUP_METRICS],
-           "guided_share", "seconds_per_epoch", "epochs_trained", "epochs", "stopping_step", "threads", "finished",
-           "commit", "ranks_file"]  # the budget each run had, torch's threads, and each test user's rank (evaluation.RunRanks)
+def columns(groups=GROUPS) -> list[str]:
+    """The CSV header of a sweep that reports ``groups``."""
+    return ["dataset", "model", "variant", "seed", *[f"test_{m}" for m in METRICS], *[f"valid_{m}" for m in METRICS],
+            *[f"users_{g}" for g in groups], *[group_column("full", g, m) for g in groups for m in GROUP_METRICS],
+            *[group_column(SAMPLED, g, m) for g in ["all", *groups] for m in GROUP_METRICS],
+            "guided_share", "seconds_per_epoch", "epochs_trained", "epochs", "stopping_step", "threads", "finished",
+            "commit", "ranks_file"]  # the budget each run had, torch's threads, and each test user's rank (evaluation.RunRanks)
+
+
+COLUMNS = columns()
+
+
+def sweep_groups(sweep: dict) -> list[str]:
+    return list(sweep.get("groups") or GROUPS)
 
 
 def load_sweep(path) -> dict:
@@ -61,6 +74,9 @@ def load_sweep(path) -> dict:
     unknown = set(sweep["variants"]) - set(VARIANTS)
     if unknown:
         raise ConfigError(f"{path}: unknown variants {sorted(unknown)}; expected some of {list(VARIANTS)}")
+    unknown = set(sweep_groups(sweep)) - set(USER_GROUPS[1:])
+    if unknown:
+        raise ConfigError(f"{path}: unknown groups {sorted(unknown)}; expected some of {list(USER_GROUPS[1:])}")
     unknown = set(sweep.get("model_settings") or {}) - set(sweep["models"])
     if unknown:
         raise ConfigError(f"{path}: model_settings for {sorted(unknown)}, which are not in models {sweep['models']}")
@@ -73,6 +89,12 @@ def run_settings(sweep: dict, model: str, variant: str, seed: int) -> dict:
     return {**(sweep.get("settings") or {}), **model_settings, **(VARIANTS[variant] or {}), "seed": seed}
 
 
+def with_dataset(settings: dict, dataset: str, data_path: str = "dataset") -> dict:
+    """A variant's file settings name the dataset's own files (``{data_path}/{dataset}.text.npz``)."""
+    return {k: v.format(data_path=f"{data_path}/{dataset}", dataset=dataset) if isinstance(v, str) else v
+            for k, v in settings.items()}
+
+
 def done_runs(results: Path) -> set[tuple]:
     if not results.is_file():
         return set()
@@ -80,18 +102,18 @@ def done_runs(results: Path) -> set[tuple]:
         return {(r["dataset"], r["model"], r["variant"], int(r["seed"])) for r in csv.DictReader(f)}
 
 
-def append_row(results: Path, row: dict) -> None:
+def append_row(results: Path, row: dict, header: list[str] = COLUMNS) -> None:
     """One finished run, appended and flushed at once (a killed sweep loses at most the run in flight)."""
     results.parent.mkdir(parents=True, exist_ok=True)
     new = not results.is_file()
     if not new:
         with open(results, newline="") as f:
-            header = next(csv.reader(f), [])
-        if header != COLUMNS:  # appending under another header would shift every value into the wrong column
-            raise ConfigError(f"{results}: line 1 has columns {header}; expected {COLUMNS}. "
+            found = next(csv.reader(f), [])
+        if found != header:  # appending under another header would shift every value into the wrong column
+            raise ConfigError(f"{results}: line 1 has columns {found}; expected {header}. "
                               "Move this file aside (it was written by another version) and rerun.")
     with open(results, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")  # groups the sweep does not report
         if new:
             writer.writeheader()
         writer.writerow(row)
@@ -137,21 +159,42 @@ def run_sweep(sweep: dict, cmd_args=()) -> Path:
     from recbole_guided.quick_start import run_recbole_guided
 
     results = ROOT / sweep["results"]
+    header = columns(sweep_groups(sweep))
     config_files = [str(ROOT / f) for f in sweep["config_files"]]
     guided_variants = [v for v in sweep["variants"] if v != "base"]
+    if sweep.get("new_items"):
+        prepare_new_items(sweep, config_files)
     for dataset in sweep["datasets"]:
         for model in sweep["models"]:  # model-major: the first model's table completes first
             for seed in sweep["seeds"]:
                 for variant in guided_variants:
                     if (dataset, model, variant, seed) in done_runs(results):
                         continue
-                    settings = run_settings(sweep, model, variant, seed)
+                    settings = with_dataset(run_settings(sweep, model, variant, seed), dataset)
                     result = run_recbole_guided(model, dataset, config_files, settings, cmd_args=cmd_args)
                     # The base stage ran (or was reused) with the same data, split and seed. Read the
                     # CSV again: a parallel sweep process may have recorded it while this run trained.
-                    if "base" in sweep["variants"] and (dataset, model, "base", seed) not in done_runs(results):
-                        kept = keep_ranks(results, dataset, model, "base", seed, result["baseline"])
-                        append_row(results, _row(dataset, model, "base", seed, result["baseline"], kept))
+                    baseline = result["baseline"]  # None when the base part came from a file (text-*)
+                    if "base" in sweep["variants"] and baseline is not None \
+                            and (dataset, model, "base", seed) not in done_runs(results):
+                        kept = keep_ranks(results, dataset, model, "base", seed, baseline)
+                        append_row(results, _row(dataset, model, "base", seed, baseline, kept), header)
                     kept = keep_ranks(results, dataset, model, variant, seed, result)
-                    append_row(results, _row(dataset, model, variant, seed, result, kept))
+                    append_row(results, _row(dataset, model, variant, seed, result, kept), header)
     return results
+
+
+def prepare_new_items(sweep: dict, config_files: list[str]) -> None:
+    """Make the sweep's new-items dataset (``new_items: {source, share, seed}``) if it is not there."""
+    from recbole_guided.atomic_files import AtomicFormat
+    from recbole_guided.config import GuidedConfig
+    from recbole_guided.new_items import make_new_item_dataset, new_item_dataset_name
+
+    spec = sweep["new_items"]
+    share = float(spec.get("share", 0.1))
+    if new_item_dataset_name(spec["source"], share) not in sweep["datasets"]:
+        raise ConfigError(f"new_items makes {new_item_dataset_name(spec['source'], share)}, which is not in the "
+                          f"sweep's datasets {sweep['datasets']}")
+    config = GuidedConfig(sweep["models"][0], spec["source"], config_files)
+    make_new_item_dataset(Path(config["data_path"]).parent, spec["source"], AtomicFormat.from_config(config),
+                          config["TIME_FIELD"], share, int(spec.get("seed", 2020)), out_root=ROOT / "dataset")

@@ -121,6 +121,7 @@ def results_tables(rows: list[dict], variants: list[str], results: str = "the re
 
 
 GROUP_HEAD = ["all", *benchmark.GROUPS]
+# (variant, reference) pairs compared user by user; a sweep may name its own with `paired`
 PAIRED = [("guided", "base"), ("guided", "random-guided"), ("metadata-guided", "base"), ("random-guided", "base")]
 
 
@@ -159,34 +160,36 @@ def _ranks(path: Path) -> RunRanks:
     return _RANKS[path]
 
 
-def group_tables(rows: list[dict], variants: list[str], results: Path) -> str:
+def group_tables(rows: list[dict], variants: list[str], results: Path, groups=benchmark.GROUPS,
+                 paired=PAIRED) -> str:
     """Per model: NDCG@10 by user group, full ranking and sampled, and paired changes over users."""
+    head = ["all", *groups]
     out = []
     for dataset, model in sorted({(r["dataset"], r["model"]) for r in rows}):
         mine = [r for r in rows if (r["dataset"], r["model"]) == (dataset, model)]
         if not any(r.get("users_tail") for r in mine):
             continue
         sizes = next(r for r in mine if r.get("users_tail"))
-        users = " · ".join(f"{g} {sizes[f'users_{g}']}" for g in benchmark.GROUPS)
+        users = " · ".join(f"{g} {sizes[f'users_{g}']}" for g in groups)
         out.append(f"\n### {dataset} · {model}: NDCG@10 by group\n\nTest users per group (seed {sizes['seed']}): {users}.\n")
         for mode, label in (("full", "full ranking over all items"), (benchmark.SAMPLED, "sampled: the target "
                                                                        "against 100 uniformly drawn negatives")):
             out.append(f"**{label}** (mean ± std over seeds)\n")
-            out.append("| variant | seeds | " + " | ".join(GROUP_HEAD) + " |")
-            out.append("|---|---|" + "---|" * len(GROUP_HEAD))
+            out.append("| variant | seeds | " + " | ".join(head) + " |")
+            out.append("|---|---|" + "---|" * len(head))
             for variant in variants:
                 chosen = [r for r in mine if r["variant"] == variant and r.get(benchmark.group_column(mode, "tail"))]
                 if chosen:
-                    cells = [mean_std(float(r[benchmark.group_column(mode, g)]) for r in chosen) for g in GROUP_HEAD]
+                    cells = [mean_std(float(r[benchmark.group_column(mode, g)]) for r in chosen) for g in head]
                     out.append(f"| {variant} | {len(chosen)} | " + " | ".join(cells) + " |")
-            pairs = [(a, b) for b, a in PAIRED if a in variants and b in variants]
+            pairs = [(a, b) for b, a in paired if a in variants and b in variants]
             if pairs:
                 out.append("\nChange of NDCG@10, paired over the same users and seeds (95% bootstrap interval over "
                            "users; Wilcoxon signed-rank p):\n")
-                out.append("| comparison | " + " | ".join(GROUP_HEAD) + " |")
-                out.append("|---|" + "---|" * len(GROUP_HEAD))
+                out.append("| comparison | " + " | ".join(head) + " |")
+                out.append("|---|" + "---|" * len(head))
                 for a, b in pairs:
-                    cells = [paired_over_users(mine, results.parent, a, b, mode, g) for g in GROUP_HEAD]
+                    cells = [paired_over_users(mine, results.parent, a, b, mode, g) for g in head]
                     if set(cells) != {"–"}:  # a variant not run yet has no row
                         out.append(f"| `{b}` vs `{a}` | " + " | ".join(cells) + " |")
             out.append("")
@@ -304,7 +307,8 @@ share the CPU with other jobs; what the refined table costs, measured side by si
 `benchmarks/speed.py`'s output (README, "Cost").
 {results_tables(rows, sweep['variants'], sweep['results'])}
 """
-    groups = group_tables(rows, sweep["variants"], benchmark.ROOT / sweep["results"])
+    groups = group_tables(rows, sweep["variants"], benchmark.ROOT / sweep["results"], benchmark.sweep_groups(sweep),
+                          [tuple(p) for p in sweep.get("paired") or PAIRED])
     if groups:
         text += f"""
 ## Where item semantics should matter: by user group

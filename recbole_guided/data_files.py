@@ -177,11 +177,14 @@ def align_rows(
     source: str,
     what: str = "item",
     missing: str = "error",
+    optional: np.ndarray | None = None,
 ) -> np.ndarray:
     """Reorder ``values`` into RecBole's internal id order (row i = id i, row 0 = padding, zero).
 
     Tokens the dataset lacks are ignored (and counted in the log). Dataset tokens that the file
-    lacks raise, unless ``missing`` is ``mean`` or ``zero``, which fill them.
+    lacks raise, unless ``missing`` is ``mean`` or ``zero``, which fill them. Ids marked in
+    ``optional`` (a boolean mask, e.g. items without training interactions) may be absent: their
+    rows stay NaN for the caller to fill.
     """
     if missing not in MISSING_POLICIES:
         raise GuidedFileError(f"missing-items policy '{missing}' unknown; expected one of {MISSING_POLICIES}")
@@ -195,6 +198,9 @@ def align_rows(
         else:
             out[idx] = values[row]
     extra = len(row_of) - (len(id2token) - 1 - len(absent))
+    if optional is not None:
+        out[[i for i in absent if optional[i]]] = np.nan
+        absent = [i for i in absent if not optional[i]]
     if extra:
         logger.info(f"{source}: {extra} {what}(s) not in the dataset were ignored")
     if absent:

@@ -10,7 +10,8 @@ item semantics should matter for, and metrics per group.
 * Groups, from the training split only: a *tail* target is an item outside the head, the most
   popular items that together take ``head_share`` (80%) of the training interactions; a *short*
   user has a training history no longer than the median test user's (so short and long split the
-  users about in half).
+  users about in half); a *cold* target is an item the training split does not contain at all (a
+  new item, or one seen only in validation or test), a *warm* one is.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import numpy as np
 import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
 
-from recbole_guided.user_guided import training_histories
+from recbole_guided.training_split import training_histories, warm_items
 
 HEAD_SHARE = 0.8
-GROUPS = ("all", "tail", "head", "short", "long")
+GROUPS = ("all", "tail", "head", "short", "long", "cold", "warm")
 
 
 @dataclass
@@ -97,7 +98,9 @@ def user_groups(ranks: UserRanks, train_dataset) -> dict[str, np.ndarray]:
     head = head_items(popularity)[ranks.targets]
     length = history[ranks.users]
     short = length <= np.median(length)
-    return {"all": np.ones(len(ranks.ranks), dtype=bool), "tail": ~head, "head": head, "short": short, "long": ~short}
+    warm = warm_items(train_dataset)[ranks.targets]
+    return {"all": np.ones(len(ranks.ranks), dtype=bool), "tail": ~head, "head": head, "short": short, "long": ~short,
+            "cold": ~warm, "warm": warm}
 
 
 def group_metrics(ranks: UserRanks, groups: dict[str, np.ndarray], metrics=("mrr", "ndcg", "recall"),

@@ -99,8 +99,9 @@ def read_metadata(options: GuidedOptions, config) -> tuple[Path, list[str], list
     return path, names, table.columns[fmt.item_field], values
 
 
-def item_base(options: GuidedOptions, config, dataset) -> np.ndarray:
-    """Base embedding matrix, row i = item id i, from ``base_embedding_file``."""
+def item_base(options: GuidedOptions, config, dataset, optional: np.ndarray | None = None) -> np.ndarray:
+    """Base embedding matrix, row i = item id i, from ``base_embedding_file``; rows of ``optional``
+    items (cold ones) that the file lacks are NaN."""
     path = options.base_embedding_file
     if not path:
         raise ConfigError(
@@ -109,4 +110,5 @@ def item_base(options: GuidedOptions, config, dataset) -> np.ndarray:
         )
     base = BaseEmbeddings.read(os.fspath(path))
     id2token = dataset.field2id_token[dataset.iid_field]
-    return align_rows(base.tokens, base.vectors, id2token, str(path), missing=options.missing_items)
+    return align_rows(base.tokens, base.vectors, id2token, str(path), missing=options.missing_items,
+                      optional=optional)

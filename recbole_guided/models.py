@@ -90,6 +90,14 @@ class GuidedSASRec(GuidedRecommender, SASRec):
 class GuidedBERT4Rec(GuidedRecommender, BERT4Rec):
     """BERT4Rec over refined item embeddings; the mask row has a zero guided part."""
 
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        # A cold item's output bias, like its table row, would only ever be pushed down.
+        self.output_bias.register_hook(self._without_cold_rows)
+
+    def _without_cold_rows(self, grad):
+        return grad.masked_fill(self.item_embedding.frozen_rows.squeeze(1)[:grad.shape[0]], 0.0)
+
     def _sequence_output(self, item_seq, item_seq_len):
         item_seq = self.reconstruct_test_data(item_seq, item_seq_len)  # as in full_sort_predict
         return self.gather_indexes(self.forward(item_seq), item_seq_len - 1)

@@ -14,6 +14,7 @@ GUIDED_SOURCES = ("file", "random", "metadata")
 NORMALIZATIONS = ("zscore", "minmax", "none")
 MISSING_POLICIES = ("error", "mean", "zero")
 USER_INITS = ("history", "file")
+COLD_ITEMS = ("attributes", "mean", "train")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class GuidedOptions:
     base_trainable: bool
     use_base: bool
     missing_items: str
+    cold_items: str
     user_guided: bool
     user_guided_init: str
     user_guided_file: str | None
@@ -46,7 +48,8 @@ class GuidedOptions:
 
     def validate(self) -> None:
         for key, allowed in (("guided_source", GUIDED_SOURCES), ("guided_norm", NORMALIZATIONS),
-                             ("missing_items", MISSING_POLICIES), ("user_guided_init", USER_INITS)):
+                             ("missing_items", MISSING_POLICIES), ("user_guided_init", USER_INITS),
+                             ("cold_items", COLD_ITEMS)):
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key} '{getattr(self, key)}' unknown; expected one of {allowed}")
         try:

@@ -12,6 +12,7 @@ from recbole.utils import init_logger
 from recbole_guided.base_stage import run_base_stage
 from recbole_guided.compat import check_checkpoint_matches, load_checkpoint
 from recbole_guided.config import GuidedConfig, is_guided
+from recbole_guided.distributed import is_main, spawn
 from recbole_guided.evaluation import RunRanks
 from recbole_guided.guided_sources import preflight
 from recbole_guided.options import GuidedOptions
@@ -20,7 +21,8 @@ from recbole_guided.pipeline import build_model, check_trainer, prepare_data, tr
 
 
 def run_recbole_guided(model=None, dataset=None, config_file_list=None, config_dict=None,
-                       saved: bool = True, cmd_args=(), resume_file=None) -> dict:
+                       saved: bool = True, cmd_args=(), resume_file=None, nproc: int = 1, world_size: int = -1,
+                       ip: str = "localhost", port="5678", group_offset: int = 0) -> dict | None:
     """Like ``recbole.quick_start.run_recbole``, for plugin and RecBole models alike.
 
     For a Guided model the base stage runs first (or its saved result is reused): the parent model
@@ -32,7 +34,23 @@ def run_recbole_guided(model=None, dataset=None, config_file_list=None, config_d
     ``ranks_file`` (every test user's rank), ``seconds_per_epoch``, ``saved_model_file`` and
     ``baseline`` (the parent's result, ``None`` without one).
     ``resume_file`` continues the model's training from one of its checkpoints.
+
+    ``nproc``, ``world_size``, ``ip``, ``port`` and ``group_offset`` are RecBole's ``run`` arguments:
+    ``nproc`` processes on this node (one GPU each, or CPU with ``gloo``), ``world_size`` processes
+    in all, this node's first global rank ``group_offset``, and rank 0's node at ``ip:port``. The
+    base stage and the Guided model then train on all of them; global rank 0 writes every file and
+    its result is returned (``None`` on the other nodes). See ``docs/scale.md``.
     """
+    kwargs = dict(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict,
+                  saved=saved, cmd_args=cmd_args, resume_file=resume_file)
+    if nproc == 1 and world_size <= 0:
+        return _run(**kwargs)
+    GuidedConfig(model, dataset, config_file_list, config_dict, cmd_args)  # a bad config fails here, once
+    return spawn(_run, kwargs, nproc, world_size, ip, port, group_offset)
+
+
+def _run(model, dataset, config_file_list, config_dict, saved, cmd_args, resume_file) -> dict:
+    """One process's run: the whole run, or one rank of a distributed one."""
     config = GuidedConfig(model, dataset, config_file_list, config_dict, cmd_args)
     init_logger(config)
     logger = getLogger()
@@ -50,7 +68,7 @@ def run_recbole_guided(model=None, dataset=None, config_file_list=None, config_d
             config = GuidedConfig(model, dataset, config_file_list, config_dict, cmd_args)
     result = _public(train_and_evaluate(config, saved=saved, resume_file=resume_file))
     result["baseline"] = baseline
-    if baseline is not None:
+    if baseline is not None and is_main(config):
         logger.info("\n" + comparison_table(baseline, result))
     return result
 
@@ -84,7 +102,8 @@ def group_table(baseline: dict, guided: dict) -> str:
     names = [k for k in guided["groups"][modes[0]]["all"] if k != "users"]
     metric = next((k for k in names if k.startswith("ndcg")), names[0])
     rows = [f"{metric} by group (tail/head: the target outside/inside the items that take 80% of the training "
-            f"interactions; short/long: training history up to / over the median)",
+            f"interactions; short/long: training history up to / over the median; cold/warm: the target is "
+            f"absent from / present in the training split)",
             f"{'ranking':<9}{'group':<7}{'users':>6}{baseline['model']:>13}{guided['model']:>16}{'change':>10}"
             f"   paired over users: change [95% CI] (Wilcoxon p)"]
     paired = _both_ranks(baseline, guided)

@@ -14,6 +14,7 @@ from torch import nn
 from recbole_guided.errors import ConfigError
 from recbole_guided.guided_sources import item_base, item_guided
 from recbole_guided.options import NORMALIZATIONS, GuidedOptions, scale_factor
+from recbole_guided.training_split import warm_items
 
 
 def normalize_columns(values: np.ndarray, method: str) -> np.ndarray:
@@ -48,29 +49,47 @@ def guided_scale(option, base: np.ndarray, guided: np.ndarray) -> float:
     return float(factor * base_spread / guided_spread)
 
 
-def pca_reduce(vectors: np.ndarray, dim: int) -> np.ndarray:
-    """Project centered ``vectors`` on their ``dim`` leading principal axes (the most variance)."""
+def pca_reduce(vectors: np.ndarray, dim: int, fit_rows: np.ndarray | None = None) -> np.ndarray:
+    """Project centered ``vectors`` on the ``dim`` leading principal axes (the most variance) of
+    ``vectors[fit_rows]`` (all rows by default: the axes of warm items serve cold items too)."""
     if dim > vectors.shape[1]:
         raise ConfigError(
             f"the base part needs {dim} dimensions but the base embeddings have only {vectors.shape[1]}"
         )
-    centered = vectors - vectors.mean(axis=0)
-    _, _, vt = np.linalg.svd(centered, full_matrices=False)
-    reduced = centered @ vt[:dim].T
+    fitted = vectors if fit_rows is None else vectors[fit_rows]
+    center = fitted.mean(axis=0)
+    _, _, vt = np.linalg.svd(fitted - center, full_matrices=False)
+    reduced = (vectors - center) @ vt[:dim].T
     # Fewer items than dimensions: there are only n axes; the rest of the width starts at zero.
     return np.pad(reduced, ((0, 0), (0, dim - reduced.shape[1])))
+
+
+RIDGE = 1.0  # the map's penalty; attributes are normalized, so it only matters for collinear ones
+
+
+def predict_base(features: np.ndarray, base: np.ndarray, warm: np.ndarray, rule: str) -> np.ndarray:
+    """Base part for items without one: the ridge map ``features -> base`` fitted on ``warm`` rows
+    (``attributes``), or the warm rows' mean (``mean``, or when there are no features)."""
+    mean = base[warm].mean(axis=0)
+    if rule == "mean" or features.shape[1] == 0:
+        return np.broadcast_to(mean, (len(features), base.shape[1])).copy()
+    x = features[warm] - features[warm].mean(axis=0)
+    weights = np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ (base[warm] - mean))
+    return mean + (features - features[warm].mean(axis=0)) @ weights
 
 
 class RefinedItemEmbedding(nn.Module):
     """Item table whose row ``i`` is ``[base_i ; guided_i]``.
 
     Row 0 (padding) is always zero. Rows at or past ``n_items`` (BERT4Rec's mask token) have a zero
-    guided part, since no attribute describes them, and a trainable base part.
+    guided part, since no attribute describes them, and a trainable base part. Rows in
+    ``frozen_rows`` (cold items) get no gradient: training could only push them down as negatives.
     """
 
     def __init__(self, base: torch.Tensor, guided: torch.Tensor, n_items: int,
                  base_trainable: bool = True, guided_trainable: bool = False,
-                 attributes: list[str] | None = None, scale: float = 1.0):
+                 attributes: list[str] | None = None, scale: float = 1.0,
+                 frozen_rows: torch.Tensor | None = None):
         super().__init__()
         if base.shape[0] != guided.shape[0]:
             raise ValueError(f"base has {base.shape[0]} rows, guided {guided.shape[0]}")
@@ -80,6 +99,8 @@ class RefinedItemEmbedding(nn.Module):
         rows = torch.arange(n_rows).unsqueeze(1)
         self.register_buffer("base_mask", (rows != 0).float(), persistent=False)
         self.register_buffer("guided_mask", ((rows != 0) & (rows < n_items)).float(), persistent=False)
+        frozen = torch.zeros(n_rows, dtype=torch.bool) if frozen_rows is None else frozen_rows.bool()
+        self.register_buffer("frozen_rows", frozen.unsqueeze(1), persistent=False)
         self.attributes = list(attributes or [f"g{k}" for k in range(guided.shape[1])])
         self.scale = scale  # what the normalized attribute scores were multiplied by
 
@@ -100,14 +121,27 @@ class RefinedItemEmbedding(nn.Module):
         return self.base.shape[0]
 
     @property
+    def cold_items(self) -> torch.Tensor:
+        """Ids of the frozen (cold) rows."""
+        return self.frozen_rows.squeeze(1).nonzero().squeeze(1)
+
+    @staticmethod
+    def _frozen(param: torch.Tensor, frozen: torch.Tensor) -> torch.Tensor:
+        """``param`` with no gradient through the ``frozen`` rows (same values)."""
+        return torch.where(frozen, param.detach(), param) if param.requires_grad else param
+
+    @property
     def weight(self) -> torch.Tensor:
-        return torch.cat([self.base * self.base_mask, self.guided * self.guided_mask], dim=1)
+        return torch.cat([self._frozen(self.base, self.frozen_rows) * self.base_mask,
+                          self._frozen(self.guided, self.frozen_rows) * self.guided_mask], dim=1)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         # Gather the rows asked for: rebuilding the whole [n_items, d] table for each lookup (a BPR
         # batch's positives and negatives) would cost O(catalog) per step.
-        return torch.cat([F.embedding(ids, self.base) * F.embedding(ids, self.base_mask),
-                          F.embedding(ids, self.guided) * F.embedding(ids, self.guided_mask)], dim=-1)
+        frozen = F.embedding(ids, self.frozen_rows).bool()
+        return torch.cat([self._frozen(F.embedding(ids, self.base), frozen) * F.embedding(ids, self.base_mask),
+                          self._frozen(F.embedding(ids, self.guided), frozen) * F.embedding(ids, self.guided_mask)],
+                         dim=-1)
 
     def extra_repr(self) -> str:
         return (f"{self.num_embeddings}, base={self.base_dim} (trainable={self.base.requires_grad}), "
@@ -115,12 +149,14 @@ class RefinedItemEmbedding(nn.Module):
 
 
 def build_refined_embedding(options: GuidedOptions, config, dataset, parent_table: nn.Embedding) -> RefinedItemEmbedding:
-    """Replace a parent's freshly initialized item table with the refined one (same shape)."""
+    """Replace a parent's freshly initialized item table with the refined one (same shape).
+
+    ``dataset`` is the training split: items it lacks are cold (``cold_items``)."""
     n_rows, width = parent_table.weight.shape
     n_items = dataset.item_num
     attributes, raw = item_guided(options, config, dataset) if options.use_guided else ([], np.zeros((n_items, 0)))
-    guided = np.zeros((n_rows, len(attributes)))
-    guided[1:n_items] = normalize_columns(raw[1:], options.guided_norm)
+    normalized = np.zeros((n_items, len(attributes)))
+    normalized[1:] = normalize_columns(raw[1:], options.guided_norm)
 
     base_dim = options.base_dim if options.base_dim is not None else width - len(attributes)
     if base_dim + len(attributes) != width:
@@ -129,17 +165,31 @@ def build_refined_embedding(options: GuidedOptions, config, dataset, parent_tabl
         )
     if base_dim < 0:
         raise ConfigError(f"{len(attributes)} guided attributes do not fit in the model width {width}")
+    warm = warm_items(dataset)
+    cold = np.zeros(n_rows, dtype=bool)
+    if options.cold_items != "train":
+        cold[1:n_items] = ~warm[1:]
     base = np.zeros((n_rows, base_dim))
     if options.use_base and base_dim:
-        base[1:n_items] = pca_reduce(item_base(options, config, dataset)[1:], base_dim)
+        vectors = item_base(options, config, dataset, optional=cold[:n_items])
+        known = ~np.isnan(vectors).any(axis=1)
+        known[0] = False
+        fit_rows = known & ~cold[:n_items]
+        base[:n_items][known] = pca_reduce(vectors[known], base_dim, fit_rows=fit_rows[known])
+        unknown = np.flatnonzero(~known[1:]) + 1  # cold items the base file lacks
+        if len(unknown):
+            base[unknown] = predict_base(normalized, base[:n_items], fit_rows, options.cold_items)[unknown]
         # Special rows (BERT4Rec's mask token) keep the parent's fresh initialization.
         base[n_items:] = parent_table.weight.detach()[n_items:, :base_dim].double().numpy()
-    scale = guided_scale(options.guided_scale, base[1:n_items], guided[1:n_items])
-    guided *= scale
+    guided = np.zeros((n_rows, len(attributes)))
+    trained = np.flatnonzero(~cold[1:n_items]) + 1
+    scale = guided_scale(options.guided_scale, base[trained], normalized[trained])
+    guided[:n_items] = normalized * scale
     return RefinedItemEmbedding(
         torch.from_numpy(base), torch.from_numpy(guided), n_items,
         base_trainable=options.use_base and options.base_trainable,
         guided_trainable=options.guided_trainable,
         attributes=attributes,
         scale=scale,
+        frozen_rows=torch.from_numpy(cold),
     )

@@ -11,23 +11,7 @@ from recbole_guided.data_files import align_rows
 from recbole_guided.guided_sources import read_user_guided
 from recbole_guided.options import GuidedOptions
 from recbole_guided.refined_embedding import normalize_columns
-
-
-def training_histories(train_dataset) -> list[set[int]]:
-    """Item ids each user interacted with in the training split (index = user id).
-
-    ``train_dataset`` is the split RecBole hands to models: after leave-one-out its rows are
-    training targets with their (training) item lists, so validation and test items never appear.
-    """
-    inter = train_dataset.inter_feat
-    users = inter[train_dataset.uid_field].numpy()
-    targets = inter[train_dataset.iid_field].numpy()
-    lists = inter[train_dataset.iid_field + train_dataset.config["LIST_SUFFIX"]].numpy()
-    histories = [set() for _ in range(train_dataset.user_num)]
-    for user, target, items in zip(users, targets, lists):
-        histories[user].add(int(target))
-        histories[user].update(int(i) for i in items if i)
-    return histories
+from recbole_guided.training_split import training_histories
 
 
 def history_profiles(histories: list[set[int]], item_guided: np.ndarray) -> np.ndarray:
