@@ -4,6 +4,7 @@
                           [--results_file=out.json] [--any_recbole_key=value ...]
                           [--resume_file=saved/<model>-<date>.pth]
     run_recbole_guided.py score ...      (LLM attribute scoring, see docs/llm_scoring.md)
+    run_recbole_guided.py embed-items ... (text-encoder base embeddings, see docs/text_embedding.md)
     run_recbole_guided.py finetune-llm ... (LoRA-tune the rating LLM on users, see docs/lora.md)
     run_recbole_guided.py explain ...    (attribute-level explanations, see recbole_guided/explain.py)
     run_recbole_guided.py benchmark ...  (the sweep, see docs/benchmarks.md)
@@ -19,7 +20,7 @@ import sys
 
 from recbole_guided.errors import GuidedError
 
-COMMANDS = ("train", "score", "finetune-llm", "explain", "benchmark")
+COMMANDS = ("train", "score", "embed-items", "finetune-llm", "explain", "benchmark")
 
 
 def train_main(argv: list[str]) -> int:
@@ -59,6 +60,9 @@ def dispatch(argv: list[str]) -> int:
     if command == "score":
         from recbole_guided.llm.command import main as score_main
         return score_main(rest)
+    if command == "embed-items":
+        from recbole_guided.text_embedding import main as embed_main
+        return embed_main(rest)
     if command == "finetune-llm":
         from recbole_guided.llm.finetune import main as finetune_main
         return finetune_main(rest)
