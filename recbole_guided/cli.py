@@ -3,6 +3,7 @@
     run_recbole_guided.py [train] --model=GuidedSASRec --dataset=ml-100k [--config_files="a.yaml b.yaml"]
                           [--results_file=out.json] [--any_recbole_key=value ...]
                           [--resume_file=saved/<model>-<date>.pth]
+                          [--nproc=N [--world_size=W --ip=HOST --port=P --group_offset=K]]
     run_recbole_guided.py score ...      (LLM attribute scoring, see docs/llm_scoring.md)
     run_recbole_guided.py embed-items ... (text-encoder base embeddings, see docs/text_embedding.md)
     run_recbole_guided.py finetune-llm ... (LoRA-tune the rating LLM on users, see docs/lora.md)
@@ -33,6 +34,12 @@ def train_main(argv: list[str]) -> int:
     parser.add_argument("--config_files", default=None, help="space separated YAML files")
     parser.add_argument("--results_file", default=None, help="write baseline vs Guided results as JSON here")
     parser.add_argument("--resume_file", default=None, help="continue training from this checkpoint")
+    # RecBole's run_recbole.py arguments for several processes (docs/scale.md)
+    parser.add_argument("--nproc", type=int, default=1, help="processes on this node (one GPU each; CPU: gloo)")
+    parser.add_argument("--world_size", type=int, default=-1, help="processes on all nodes (default: nproc)")
+    parser.add_argument("--ip", default="localhost", help="address of the node that holds rank 0")
+    parser.add_argument("--port", default="5678", help="free port on that node")
+    parser.add_argument("--group_offset", type=int, default=0, help="global rank of this node's first process")
     args, overrides = parser.parse_known_args(argv)
     bad = [a for a in overrides if not (a.startswith("--") and "=" in a)]
     if bad:
@@ -42,7 +49,12 @@ def train_main(argv: list[str]) -> int:
     if model is None and not config_files:
         model = "GuidedSASRec"
     dataset = args.dataset or (None if config_files else "ml-100k")
-    result = run_recbole_guided(model, dataset, config_files, cmd_args=overrides, resume_file=args.resume_file)
+    result = run_recbole_guided(model, dataset, config_files, cmd_args=overrides, resume_file=args.resume_file,
+                                nproc=args.nproc, world_size=args.world_size, ip=args.ip, port=args.port,
+                                group_offset=args.group_offset)
+    if result is None:  # another node of a multi-node run: rank 0's node reports
+        print(f"ranks {args.group_offset}..{args.group_offset + args.nproc - 1} done; the node with rank 0 reports")
+        return 0
     if result["baseline"] is None:  # with a baseline, the run has logged the comparison table already
         print(json.dumps({"evaluation": result["evaluation"], "test_result": dict(result["test_result"])}, indent=2))
     if args.results_file:

@@ -13,6 +13,9 @@
   ``torch.autograd.set_detect_anomaly(True)`` for the whole process: every autograd op then
   records a Python stack trace, and training steps of SASRec, BERT4Rec and GRU4Rec ran 1.7 to 2
   times slower (``benchmarks/anomaly_cost.py``). Anomaly detection changes no number, so importing this module turns it off again.
+* RecBole wraps the model in ``DistributedDataParallel`` with ``device_ids=[local_rank]``, which
+  DDP refuses for a model on the CPU (the ``gloo`` backend): ``SafeTrainer`` wraps it with
+  ``distributed.wrap_model`` instead, and lets global rank 0 alone write and read checkpoints.
 * RecBole 1.2.1's dataset code calls pandas in ways pandas 2 deprecates: dozens of
   ``FutureWarning`` lines per run, none of which concerns the user. They are silenced for RecBole's
   own modules only; warnings raised from anywhere else still show.
@@ -33,7 +36,9 @@ import numpy as np
 import recbole.model.sequential_recommender  # noqa: F401  (for the side effect undone below)
 import torch
 from recbole.trainer import Trainer
+from recbole.trainer.trainer import AbstractTrainer
 
+from recbole_guided.distributed import is_main, share_model, wrap_model
 from recbole_guided.errors import CheckpointError
 
 torch.autograd.set_detect_anomaly(False)
@@ -148,8 +153,24 @@ def unique_checkpoint_name(recbole_name: str) -> str:
             return name
 
 
-class SafeTrainer(Trainer):
-    """RecBole's Trainer with safe checkpoints, exact resume, per-epoch training times and valid scores."""
+class _DistributedWrapping(AbstractTrainer):
+    """``AbstractTrainer.__init__`` with the DDP wrapping that runs on CPU too. It sits between
+    ``Trainer`` and ``AbstractTrainer`` in ``SafeTrainer``'s MRO, so ``Trainer.__init__`` calls it."""
+
+    def __init__(self, config, model):
+        self.config = config
+        self.model = model
+        if not config["single_spec"]:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            self.distributed_model = wrap_model(config, self.model)
+
+
+class SafeTrainer(Trainer, _DistributedWrapping):
+    """RecBole's Trainer with safe checkpoints, exact resume, per-epoch training times and valid scores.
+
+    On several processes it trains as RecBole's does (DDP, ``DistributedSampler``, ``sync_grad_loss``,
+    metrics all-reduced by ``_map_reduce``); global rank 0 alone writes the checkpoint, and loads the
+    best one for the others (``distributed.share_model``)."""
 
     def __init__(self, config, model, dataset):
         super().__init__(config, model)
@@ -159,6 +180,8 @@ class SafeTrainer(Trainer):
         self.valid_scores: list[float] = []  # the valid metric at each evaluation, in order
         self._train_data = None
         self._resume_rng = None
+        self.rows_trained = 0  # training rows this process saw, over all epochs
+        self.rows_evaluated = 0  # evaluation rows this process scored in its last evaluation
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self._train_data = train_data
@@ -171,6 +194,7 @@ class SafeTrainer(Trainer):
         start = time.perf_counter()
         loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
         self.epoch_seconds.append(time.perf_counter() - start)
+        self.rows_trained += len(train_data.sampler)  # this rank's share under a DistributedSampler
         return loss
 
     def _valid_epoch(self, valid_data, show_progress=False):
@@ -179,6 +203,8 @@ class SafeTrainer(Trainer):
         return score, result
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not is_main(self.config):  # RecBole's rank-0 guard: one writer per run
+            return
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         save_checkpoint(
             saved_model_file,
@@ -192,6 +218,7 @@ class SafeTrainer(Trainer):
             best_valid_score=float(self.best_valid_score),
             best_valid_result={k: float(v) for k, v in (self.best_valid_result or {}).items()},
             state_dict=self.model.state_dict(),
+            other_parameter=self.model.other_parameter(),
             optimizer=self.optimizer.state_dict(),
             rng=_rng_state(self._train_data),
         )
@@ -207,6 +234,7 @@ class SafeTrainer(Trainer):
         self.best_valid_score = checkpoint["best_valid_score"]
         self.best_valid_result = checkpoint["best_valid_result"] or None
         self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self._resume_rng = checkpoint["rng"]
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
@@ -215,7 +243,24 @@ class SafeTrainer(Trainer):
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if load_best_model:
             checkpoint_file = model_file or self.saved_model_file
-            checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
-            self.model.load_state_dict(checkpoint["state_dict"])
-            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+            if is_main(self.config):
+                checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
+                self.model.load_state_dict(checkpoint["state_dict"])
+                self.model.load_other_parameter(checkpoint.get("other_parameter"))
+                self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+            share_model(self.config, self.model)
+        if eval_data:
+            self.rows_evaluated = len(eval_data.sampler)
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+    def summary(self) -> dict:
+        """What this process did, for the run's per-process table (``pipeline.train_and_evaluate``)."""
+        return {
+            "rank": 0 if self.config["single_spec"] else self.config["local_rank"] + self.config["offset"],
+            "device": str(self.device),
+            "rows_trained": self.rows_trained,
+            "rows_evaluated": self.rows_evaluated,
+            "last_train_loss": float(self.train_loss_dict[max(self.train_loss_dict)]) if self.train_loss_dict else None,
+            # equal on every rank when DDP averaged the gradients (the ranks trained on different rows)
+            "weights_sum": float(sum(p.detach().double().sum() for p in self.model.parameters())),
+        }

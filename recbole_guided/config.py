@@ -8,6 +8,7 @@ from pathlib import Path
 from recbole.config import Config
 from recbole.utils import get_model as recbole_get_model
 
+from recbole_guided.distributed import init_rank, is_spawned, refuse_unspawned
 from recbole_guided.errors import ConfigError
 from recbole_guided.models import GUIDED_MODELS
 from recbole_guided.options import GuidedOptions
@@ -49,7 +50,9 @@ class GuidedConfig(Config):
     * ``data_path`` is honoured for ml-100k too, falling back to the bundled copy, and a missing
       dataset folder is a clear error rather than an attempt to download it;
     * command-line overrides come only from ``cmd_args`` (RecBole reads whatever ``sys.argv``
-      holds, which breaks in notebooks, tests and any program with its own arguments).
+      holds, which breaks in notebooks, tests and any program with its own arguments);
+    * in a rank started by ``distributed.spawn``, the device and process group come from
+      ``distributed.init_rank`` (``gloo`` on CPU, ``nccl`` on GPU, joined once per process).
     """
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=()):
@@ -99,6 +102,10 @@ class GuidedConfig(Config):
             raise ConfigError(f"dataset '{self.dataset}': no folder {folder} (expected the atomic files "
                               f"{self.dataset}.inter, ... there; set data_path to the folder that holds {self.dataset}/)")
         final["data_path"] = str(folder)
-        if (final.get("nproc") or 1) > 1 or (final.get("world_size") or 1) > 1:
-            raise ConfigError("nproc/world_size > 1: distributed training is not supported yet; "
-                              "run with one process (the default)")
+        refuse_unspawned(final)
+
+    def _init_device(self):
+        if is_spawned(self.final_config_dict):
+            init_rank(self.final_config_dict)
+        else:
+            super()._init_device()

@@ -20,6 +20,7 @@ from recbole.utils import get_trainer, init_seed
 
 from recbole_guided.compat import SafeTrainer
 from recbole_guided.config import get_model, is_guided, parent_model
+from recbole_guided.distributed import gather, is_main
 from recbole_guided.errors import ConfigError
 from recbole_guided.evaluation import (RunRanks, UserRanks, group_metrics, guided_share, run_ranks, target_ranks,
                                        user_groups)
@@ -62,7 +63,12 @@ def train_and_evaluate(config, saved: bool = True, resume_file=None) -> dict:
     """RecBole's standard pipeline for one model; returns ``run_recbole``'s dict plus timings.
 
     ``resume_file``: a checkpoint of this model and dataset to continue training from (a
-    checkpoint made for another model or item vocabulary is refused before training starts)."""
+    checkpoint made for another model or item vocabulary is refused before training starts).
+
+    On several processes every rank trains and is evaluated on its share of the users, and the
+    metrics are RecBole's all-reduced ones; rank 0 alone then ranks every test user (on one
+    process, the whole test split) for the groups, the attributes' share and the ranks file.
+    ``processes`` lists what each process did (``SafeTrainer.summary``)."""
     logger = getLogger()
     check_trainer(config)
     data = prepare_data(config)
@@ -77,15 +83,21 @@ def train_and_evaluate(config, saved: bool = True, resume_file=None) -> dict:
     test_result = trainer.evaluate(data.test_data, load_best_model=saved, show_progress=config["show_progress"])
     logger.info(f"best valid : {best_valid_result}")
     logger.info(f"test result: {test_result}")
-    ranks = evaluate_by_user(config, trainer, data)
+    processes = gather(config, trainer.summary())
+    if len(processes) > 1:
+        logger.info("processes: " + "; ".join(f"rank {p['rank']} ({p['device']}): {p['rows_trained']} training rows "
+                                              f"over all epochs, {p['rows_evaluated']} test rows, last loss "
+                                              f"{p['last_train_loss']:.4f}" for p in processes))
+    main = is_main(config)
+    ranks = evaluate_by_user(config, trainer, data) if main else None
     share = None
-    if is_guided(config["model"]) and ranking_mode(config) == "full":
-        share = guided_share(model, data.test_data)
-    ranks_file = Path(trainer.saved_model_file).with_suffix(".ranks.npz") if saved else None
+    if main and is_guided(config["model"]) and ranking_mode(config) == "full":
+        share = guided_share(model, test_data_on_one_process(config, data))
+    ranks_file = Path(trainer.saved_model_file).with_suffix(".ranks.npz") if saved and main else None
     if ranks_file is not None:  # beside the checkpoint: what per-user paired tests read
         ranks.write(ranks_file)
     groups = {mode: group_metrics(UserRanks(ranks.users, ranks.targets, r), ranks.groups, _metric_names(config),
-                                  config["topk"]) for mode, r in ranks.ranks.items()}
+                                  config["topk"]) for mode, r in ranks.ranks.items()} if main else None
     return {
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
@@ -102,8 +114,9 @@ def train_and_evaluate(config, saved: bool = True, resume_file=None) -> dict:
         "epochs": config["epochs"],  # the budget: the cap and the patience of early stopping
         "stopping_step": config["stopping_step"],
         "valid_scores": trainer.valid_scores,
-        "saved_model_file": trainer.saved_model_file if saved else None,
+        "saved_model_file": trainer.saved_model_file if saved and main else None,
         "ranks_file": str(ranks_file) if ranks_file else None,
+        "processes": processes,
         "_trained_model": model,
         "_data": data,
         "_ranks": ranks,
@@ -114,16 +127,23 @@ def evaluate_by_user(config, trainer, data) -> RunRanks:
     """Every test user's rank of their target under the run's own evaluation and, when that is
     full ranking, also sampled (``uni100``) on the same trained model, with the user groups."""
     mode = ranking_mode(config)
-    by_mode = {mode: target_ranks(trainer, data.test_data)}
+    by_mode = {mode: target_ranks(trainer, test_data_on_one_process(config, data))}
     if mode == "full":
         by_mode[SAMPLED_MODE] = target_ranks(trainer, sampled_test_data(config, data, SAMPLED_MODE))
     return run_ranks(by_mode, user_groups(by_mode[mode], data.train_data.dataset), data.dataset)
 
 
+def test_data_on_one_process(config, data: Prepared):
+    """The run's test loader with every test user: a rank's own loader holds its share only."""
+    return data.test_data if config["single_spec"] else sampled_test_data(config, data, ranking_mode(config))
+
+
 def sampled_test_data(config, data: Prepared, mode: str):
     """The same test split under another evaluation mode (same users and targets): RecBole's own
-    sampler and loader for ``mode``, over the datasets this run already built."""
+    sampler and loader for ``mode``, over the datasets this run already built, on one process
+    (no ``DistributedSampler``: every test user)."""
     twin = copy.deepcopy(config)
+    twin.final_config_dict["single_spec"] = True
     twin.final_config_dict["eval_args"] = {**config["eval_args"], "mode": {"valid": mode, "test": mode}}
     twin._set_eval_neg_sample_args("valid")
     twin._set_eval_neg_sample_args("test")

@@ -12,7 +12,7 @@ from recbole.utils import init_logger
 from recbole_guided.base_stage import run_base_stage
 from recbole_guided.compat import check_checkpoint_matches, load_checkpoint
 from recbole_guided.config import GuidedConfig, is_guided
-from recbole_guided.distributed import is_main, spawn
+from recbole_guided.distributed import is_main, make_folders, spawn
 from recbole_guided.evaluation import RunRanks
 from recbole_guided.guided_sources import preflight
 from recbole_guided.options import GuidedOptions
@@ -45,7 +45,7 @@ def run_recbole_guided(model=None, dataset=None, config_file_list=None, config_d
                   saved=saved, cmd_args=cmd_args, resume_file=resume_file)
     if nproc == 1 and world_size <= 0:
         return _run(**kwargs)
-    GuidedConfig(model, dataset, config_file_list, config_dict, cmd_args)  # a bad config fails here, once
+    make_folders(GuidedConfig(model, dataset, config_file_list, config_dict, cmd_args))  # a bad config fails here, once
     return spawn(_run, kwargs, nproc, world_size, ip, port, group_offset)
 
 

@@ -241,8 +241,14 @@ def test_bad_option_value_fails_before_any_file_is_read(work, capsys):
     fails_with(capsys, train(work, "--guided_source=llm"), "guided_source 'llm' unknown; expected one of")
 
 
-def test_more_than_one_process_is_refused(work, capsys):
-    fails_with(capsys, train(work, "--nproc=2"), "nproc/world_size > 1", "not supported yet")
+def test_process_keys_in_a_config_file_are_refused(work, capsys):
+    config = work / "tiny.yaml"
+    config.write_text(config.read_text() + "nproc: 2\n")  # starts no process: said, not ignored
+    fails_with(capsys, train(work), "nproc/world_size are not config keys", "--nproc=2")
+
+
+def test_impossible_process_layout(work, capsys):
+    fails_with(capsys, train(work, "--nproc=2", "--world_size=1"), "nproc 2, world_size 1, group_offset 0")
 
 
 def test_model_with_its_own_trainer_is_refused_before_training(work, capsys):
