@@ -31,6 +31,10 @@ VARIANTS = {
     "metadata-guided": {"guided_source": "metadata"},
     # p_u starts from <dataset>.uguided, written by `score --target=users --adapter=<finetune-llm output>`
     "guided-lora-users": {"user_guided": True, "user_guided_init": "file"},
+    # cold items (never in training) the default way (their attributes predict their base part), or
+    # the alternatives: the warm items' mean; trained like any other row (RecBole's behaviour)
+    "guided-cold-mean": {"user_guided": True, "cold_items": "mean"},
+    "guided-cold-train": {"user_guided": True, "cold_items": "train", "missing_items": "mean"},
     # the base part from a text encoder (`embed-items`) instead of the parent's trained table
     "text-base": {"use_guided": False, "base_embedding_file": "{data_path}/{dataset}.text.npz"},
     "text-guided": {"user_guided": True, "base_embedding_file": "{data_path}/{dataset}.text.npz"},

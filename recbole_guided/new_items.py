@@ -50,6 +50,17 @@ def kept_rows(users: list[str], items: list[str], times: np.ndarray, new: set[st
     return keep
 
 
+def copy_side_files(source_dir: Path, source: str, target: Path) -> None:
+    """The source's other files (.item, .guided, a text encoder's .npz) under the new name, copied
+    again when the source's is newer: item-side files hold no interactions."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source_dir.iterdir():
+        if path.is_file() and path.name.startswith(f"{source}.") and path.suffix != ".inter":
+            copy = target / (target.name + path.name[len(source):])
+            if not copy.is_file() or copy.stat().st_mtime < path.stat().st_mtime:
+                shutil.copy2(path, copy)
+
+
 def make_new_item_dataset(data_path: str | Path, source: str, fmt: AtomicFormat, time_field: str,
                           share: float = 0.1, seed: int = 2020, out_root: str | Path = "dataset") -> Path:
     """Write the protocol's dataset beside the source's (idempotent: an existing one is checked, not rewritten)."""
@@ -59,6 +70,7 @@ def make_new_item_dataset(data_path: str | Path, source: str, fmt: AtomicFormat,
     source_dir, target = Path(data_path) / source, Path(out_root) / name
     manifest = {"source": str(source_dir), "share": share, "seed": seed}
     marker = target / f"{name}.new_items.json"
+    copy_side_files(source_dir, source, target)
     if marker.is_file():
         recorded = json.loads(marker.read_text())
         if {k: recorded.get(k) for k in manifest} != manifest:
@@ -75,10 +87,6 @@ def make_new_item_dataset(data_path: str | Path, source: str, fmt: AtomicFormat,
     times = np.array(table.columns[time_field], dtype=float)
     new = choose_new_items(items, share, seed)
     keep = kept_rows(users, items, times, new)
-    target.mkdir(parents=True, exist_ok=True)
-    for path in source_dir.iterdir():  # .item, .guided, a text encoder's .npz...: under the new name
-        if path.is_file() and path.name.startswith(f"{source}.") and path.suffix != ".inter":
-            shutil.copyfile(path, target / (name + path.name[len(source):]))
     rows = ([table.columns[f][r] for f in table.fields] for r in np.flatnonzero(keep))
     write_atomic(target / f"{name}.inter", [(f, table.types[f]) for f in table.fields], rows, fmt)
     cold_users = int(sum(1 for r in np.flatnonzero(keep) if items[r] in new))

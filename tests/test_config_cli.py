@@ -80,7 +80,8 @@ def test_cli_trains_baseline_then_guided_and_writes_the_comparison(tiny_root, tm
         assert set(record[part]["test_result"]) == {"recall@5", "mrr@5", "ndcg@5"}
         assert record[part]["seconds_per_epoch"] > 0
         groups = record[part]["groups"]
-        assert set(groups) == {"full", "uni100"} and set(groups["full"]) == {"all", "tail", "head", "short", "long"}
+        assert set(groups) == {"full", "uni100"}
+        assert set(groups["full"]) == {"all", "tail", "head", "short", "long", "cold", "warm"}
         assert groups["full"]["tail"]["users"] + groups["full"]["head"]["users"] == groups["full"]["all"]["users"] == 24
         assert groups["full"]["all"]["ndcg@5"] == pytest.approx(record[part]["test_result"]["ndcg@5"], abs=1e-4)
     assert record["baseline"]["model"] == "SASRec"
