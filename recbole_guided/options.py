@@ -12,6 +12,7 @@ from recbole_guided.errors import ConfigError
 
 GUIDED_SOURCES = ("file", "random", "metadata")
 NORMALIZATIONS = ("zscore", "minmax", "none")
+CENTERINGS = ("item", "none")
 MISSING_POLICIES = ("error", "mean", "zero")
 USER_INITS = ("history", "file")
 COLD_ITEMS = ("attributes", "mean", "train")
@@ -23,6 +24,7 @@ class GuidedOptions:
     guided_attributes: str | None
     guided_source: str
     metadata_field: str | None
+    guided_center: str
     guided_norm: str
     guided_scale: float | str
     guided_trainable: bool
@@ -48,7 +50,7 @@ class GuidedOptions:
 
     def validate(self) -> None:
         for key, allowed in (("guided_source", GUIDED_SOURCES), ("guided_norm", NORMALIZATIONS),
-                             ("missing_items", MISSING_POLICIES), ("user_guided_init", USER_INITS),
+                             ("guided_center", CENTERINGS), ("missing_items", MISSING_POLICIES), ("user_guided_init", USER_INITS),
                              ("cold_items", COLD_ITEMS)):
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key} '{getattr(self, key)}' unknown; expected one of {allowed}")

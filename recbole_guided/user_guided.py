@@ -10,7 +10,7 @@ from torch import nn
 from recbole_guided.data_files import align_rows
 from recbole_guided.guided_sources import read_user_guided
 from recbole_guided.options import GuidedOptions
-from recbole_guided.refined_embedding import normalize_columns
+from recbole_guided.refined_embedding import center_rows, normalize_columns
 from recbole_guided.training_split import training_histories
 
 
@@ -50,5 +50,5 @@ def build_user_guided(options: GuidedOptions, config, train_dataset, items) -> U
         id2token = train_dataset.field2id_token[train_dataset.uid_field]
         profiles = align_rows(table.tokens, table.values, id2token, str(path), what="user",
                               missing=options.missing_items)
-        profiles[1:] = normalize_columns(profiles[1:], options.guided_norm) * items.scale
+        profiles[1:] = normalize_columns(center_rows(profiles[1:], options.guided_center), options.guided_norm) * items.scale
     return UserGuidedEmbedding(torch.from_numpy(profiles), items.base_dim, options.user_guided_trainable)

@@ -16,7 +16,7 @@ from recbole_guided.config import GuidedConfig, get_model
 from recbole_guided.data_files import BaseEmbeddings, GuidedTable
 from recbole_guided.errors import ConfigError
 from recbole_guided.new_items import make_new_item_dataset
-from recbole_guided.refined_embedding import normalize_columns, predict_base
+from recbole_guided.refined_embedding import center_rows, normalize_columns, predict_base
 from recbole_guided.training_split import warm_items
 
 NAME = "tiny-new20"
@@ -96,7 +96,7 @@ def test_cold_items_are_the_new_ones_and_get_frozen_rows_predicted_from_their_at
     raw = np.zeros((dataset.item_num, len(ATTRIBUTES)))
     raw[1:] = guided.values[[row_of[t] for t in id2token[1:]]]
     features = np.zeros_like(raw)
-    features[1:] = normalize_columns(raw[1:], "zscore")
+    features[1:] = normalize_columns(center_rows(raw[1:], "item"), "zscore")
     base = table.base.detach().double().numpy()[: dataset.item_num]
     expected = predict_base(features, base, warm, "attributes")
     cold = table.cold_items.numpy()

@@ -15,7 +15,7 @@ from recbole_guided.models import GUIDED_MODELS
 from recbole_guided.options import PLUGIN_KEYS
 from recbole_guided.resources import PROPERTIES
 from recbole_guided.data_files import BaseEmbeddings, GuidedTable
-from recbole_guided.refined_embedding import RefinedItemEmbedding, normalize_columns, pca_reduce
+from recbole_guided.refined_embedding import RefinedItemEmbedding, center_rows, normalize_columns, pca_reduce
 
 MODELS = ["GuidedSASRec", "GuidedBERT4Rec", "GuidedGRU4Rec"]
 WIDTH_KEY = {"GuidedSASRec": "hidden_size", "GuidedBERT4Rec": "hidden_size", "GuidedGRU4Rec": "embedding_size"}
@@ -47,7 +47,7 @@ def test_refined_table_has_parent_width_and_aligns_by_token(tiny_root, name):
     guided = GuidedTable.read(tiny_root / "tiny" / "tiny.guided")
     id2token = dataset.field2id_token[dataset.iid_field]
     # every file item is in the dataset; the scale ('auto' by default) is one factor for the whole part
-    expected = normalize_columns(guided.values, "zscore") * table.scale
+    expected = normalize_columns(center_rows(guided.values, "item"), "zscore") * table.scale
     row_of = {t: i for i, t in enumerate(guided.tokens)}
     for item_id in range(1, dataset.item_num):
         np.testing.assert_allclose(
@@ -217,3 +217,16 @@ def test_pca_of_fewer_items_than_dimensions_pads_the_missing_axes_with_zeros():
     reduced = pca_reduce(x, 8)
     assert reduced.shape == (5, 8) and not reduced[:, 5:].any()
     np.testing.assert_allclose(reduced[:, :5] @ reduced[:, :5].T, pca_reduce(x, 5) @ pca_reduce(x, 5).T)
+
+
+def test_item_centering_removes_the_raters_halo_and_none_keeps_the_ratings(tiny_root, tmp_path):
+    """A rater that scores an item higher on every attribute alike (its halo) changes nothing."""
+    guided = GuidedTable.read(tiny_root / "tiny" / "tiny.guided")
+    halo = np.random.default_rng(0).normal(size=(len(guided.tokens), 1))
+    shifted = tmp_path / "halo.guided"
+    GuidedTable("item_id", guided.tokens, guided.attributes, guided.values + halo).write(shifted)
+    _, _, _, plain = prepare("GuidedSASRec", tiny_root)
+    _, _, _, with_halo = prepare("GuidedSASRec", tiny_root, guided_file=str(shifted))
+    np.testing.assert_allclose(with_halo.item_embedding.guided.detach(), plain.item_embedding.guided.detach(), atol=1e-5)
+    _, _, _, uncentered = prepare("GuidedSASRec", tiny_root, guided_file=str(shifted), guided_center="none")
+    assert not np.allclose(uncentered.item_embedding.guided.detach(), plain.item_embedding.guided.detach(), atol=1e-3)
