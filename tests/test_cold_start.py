@@ -184,3 +184,17 @@ def test_a_run_on_the_protocol_reports_the_cold_group(new_root):
     assert groups["cold"]["users"] == manifest(new_root)["users_with_new_target"] > 0
     assert groups["cold"]["users"] + groups["warm"]["users"] == groups["all"]["users"]
     assert result["baseline"]["groups"]["full"]["cold"]["users"] == groups["cold"]["users"]
+
+
+def test_the_new_items_command_writes_the_protocol_dataset(tiny_root, new_root, tmp_path, monkeypatch, capsys):
+    from recbole_guided.cli import main
+
+    settings = tmp_path / "tiny.yaml"
+    settings.write_text(f"data_path: {tiny_root}\nUSER_ID_FIELD: user_id\nITEM_ID_FIELD: item_id\nTIME_FIELD: timestamp\n"
+                        "load_col: {inter: [user_id, item_id, timestamp]}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["new-items", "--dataset=tiny", f"--config_files={settings}", "--share=0.2", "--seed=1"]) == 0
+    assert "6 new items" in capsys.readouterr().out
+    made = json.loads((tmp_path / "dataset" / NAME / f"{NAME}.new_items.json").read_text())
+    assert made["new_items"] == manifest(new_root)["new_items"]  # the seed fixes which items are new
+    assert (tmp_path / "dataset" / NAME / f"{NAME}.inter").is_file()
