@@ -15,6 +15,7 @@ from recbole_guided.compat import SafeTrainer
 from recbole_guided.config import GuidedConfig, get_model
 from recbole_guided.data_files import BaseEmbeddings, GuidedTable
 from recbole_guided.errors import ConfigError
+from recbole_guided.evaluation import RunRanks
 from recbole_guided.new_items import make_new_item_dataset
 from recbole_guided.refined_embedding import center_rows, normalize_columns, predict_base
 from recbole_guided.training_split import warm_items
@@ -184,6 +185,19 @@ def test_a_run_on_the_protocol_reports_the_cold_group(new_root):
     assert groups["cold"]["users"] == manifest(new_root)["users_with_new_target"] > 0
     assert groups["cold"]["users"] + groups["warm"]["users"] == groups["all"]["users"]
     assert result["baseline"]["groups"]["full"]["cold"]["users"] == groups["cold"]["users"]
+
+    # A new item is explained like any other: its score splits into base and attribute parts.
+    from recbole_guided.explain import explain
+    from recbole_guided.quick_start import load_guided_model
+
+    ranks = RunRanks.read(result["ranks_file"])
+    user, item = ranks.users[ranks.groups["cold"]][0], ranks.targets[ranks.groups["cold"]][0]
+    assert item in manifest(new_root)["new_items"]
+    _, model, dataset, _, _, test_data = load_guided_model(result["saved_model_file"])
+    e = explain(model, dataset, test_data, str(user), 5, str(item))
+    focus = e.focus
+    assert focus.token == item and set(focus.contributions) == set(ATTRIBUTES)
+    assert focus.total == pytest.approx(focus.base + sum(focus.contributions.values()), abs=1e-4)
 
 
 def test_the_new_items_command_writes_the_protocol_dataset(tiny_root, new_root, tmp_path, monkeypatch, capsys):
