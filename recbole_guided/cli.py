@@ -7,6 +7,7 @@
     run_recbole_guided.py score ...      (LLM attribute scoring, see docs/llm_scoring.md)
     run_recbole_guided.py embed-items ... (text-encoder base embeddings, see docs/text_embedding.md)
     run_recbole_guided.py new-items ...  (the new-items protocol's dataset, see docs/cold_start.md)
+    run_recbole_guided.py add-items ...  (new catalog items into a trained model, see docs/cold_start.md)
     run_recbole_guided.py finetune-llm ... (LoRA-tune the rating LLM on users, see docs/lora.md)
     run_recbole_guided.py explain ...    (attribute-level explanations, see recbole_guided/explain.py)
     run_recbole_guided.py benchmark ...  (the sweep, see docs/benchmarks.md)
@@ -22,7 +23,7 @@ import sys
 
 from recbole_guided.errors import GuidedError
 
-COMMANDS = ("train", "score", "embed-items", "new-items", "finetune-llm", "explain", "benchmark")
+COMMANDS = ("train", "score", "embed-items", "new-items", "add-items", "finetune-llm", "explain", "benchmark")
 
 
 def train_main(argv: list[str]) -> int:
@@ -76,6 +77,9 @@ def dispatch(argv: list[str]) -> int:
     if command == "new-items":
         from recbole_guided.new_items import main as new_items_main
         return new_items_main(rest)
+    if command == "add-items":
+        from recbole_guided.catalog_update import main as add_items_main
+        return add_items_main(rest)
     if command == "embed-items":
         from recbole_guided.text_embedding import main as embed_main
         return embed_main(rest)

@@ -211,6 +211,7 @@ class SafeTrainer(Trainer, _DistributedWrapping):
             model=self.config["model"],
             dataset=self.dataset.dataset_name,
             item_tokens=item_tokens(self.dataset),
+            user_tokens=[str(t) for t in self.dataset.field2id_token[self.dataset.uid_field]],  # for add-items
             config=json.dumps(plain_config(self.config)),
             external_config=json.dumps(self.config.external_config_dict, default=str),
             epoch=epoch,
