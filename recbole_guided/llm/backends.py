@@ -375,6 +375,8 @@ class OpenAICompatibleBackend:
                 return fn(messages)
             except (AnswerError, BackendError) as err:
                 return err
+        if len(prompts) == 1:  # the scorer's threads ask one item at a time: no pool per item
+            return [safe(prompts[0])]
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(safe, prompts))
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from itertools import islice
 from pathlib import Path
 
 from recbole_guided.atomic_files import AtomicFormat
 from recbole_guided.errors import ConfigError
 from recbole_guided.llm.backends import DEFAULT_LLM, make_backend
-from recbole_guided.llm.prompts import MODES, item_messages, read_item_texts, user_messages
+from recbole_guided.llm.prompts import MODES, RenderedPrompts, item_messages, read_item_texts, user_messages
 from recbole_guided.llm.schema import AttributeSchema
 from recbole_guided.llm.scorer import score_all
 
@@ -49,7 +50,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config_files", default=None, help="RecBole YAML(s) of the dataset: its id fields and separators "
                    "(ITEM_ID_FIELD, USER_ID_FIELD, field_separator, seq_separator) and, for users, the split")
     p.add_argument("--api_key_env", default="OPENAI_API_KEY")
-    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--concurrency", type=int, default=4, help="items asked at once of an OpenAI-compatible server "
+                   "(each answer is cached as it arrives; docs/scale.md has the throughput per value)")
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--retries", type=int, default=4, help="retries of a failed HTTP request, with backoff")
     p.add_argument("--answer_retries", type=int, default=2, help="retries of a malformed answer")
@@ -68,16 +70,20 @@ def dataset_config(args):
                         {"data_path": args.data_path} if args.data_path else None)
 
 
-def prompts_for(args, config, schema: AttributeSchema) -> dict[str, list[dict]]:
+def prompts_for(args, config, schema: AttributeSchema) -> RenderedPrompts:
+    """Token -> prompt, rendered when asked for (``--limit``: the first N only)."""
     item_file = Path(config["data_path"]) / f"{args.dataset}.item"
     texts = read_item_texts(item_file, schema, AtomicFormat.from_config(config))
     if args.target == "items":
-        return {token: item_messages(schema, text, args.mode) for token, text in texts.items()}
+        return RenderedPrompts(_first(texts, args.limit), lambda text: item_messages(schema, text, args.mode))
     from recbole_guided.llm.users import user_histories
 
-    histories = user_histories(config)
-    return {user: user_messages(schema, [texts[i] for i in items[-args.history_length:]], args.mode)
-            for user, items in histories.items()}
+    return RenderedPrompts(_first(user_histories(config), args.limit), lambda items: user_messages(
+        schema, [texts[i] for i in items[-args.history_length:]], args.mode))
+
+
+def _first(sources: dict, limit: int | None) -> dict:
+    return sources if limit is None else dict(islice(sources.items(), limit))
 
 
 def main(argv: list[str]) -> int:
@@ -91,8 +97,6 @@ def main(argv: list[str]) -> int:
     config = dataset_config(args)
     fmt = AtomicFormat.from_config(config)
     messages = prompts_for(args, config, schema)
-    if args.limit is not None:
-        messages = dict(list(messages.items())[:args.limit])
     suffix = "guided" if args.target == "items" else "uguided"
     output = args.output or (Path("saved/llm") / f"{args.dataset}.limit{args.limit}.{suffix}" if args.limit
                              else Path(config["data_path"]) / f"{args.dataset}.{suffix}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from recbole_guided.atomic_files import AtomicFormat, read_atomic, read_header
@@ -88,6 +89,26 @@ def user_messages(schema: AttributeSchema, history_texts: list[str], mode: str) 
                 f"Attributes:\n{_attribute_lines(schema)}\n\n{answer_instructions(schema, mode)}"
                 f"{SUBJECT_SEPARATOR}What the customer chose, most recent last:\n{history}")
     return [{"role": "system", "content": schema.framing}, {"role": "user", "content": question}]
+
+
+class RenderedPrompts(Mapping):
+    """Token -> chat prompt, rendered from ``sources[token]`` each time it is asked for.
+
+    A prompt is about 2 KB: a million of them held at once would take 2 GB, while the scorer needs
+    each one only twice (to hash it, and to ask it if it is not in the cache).
+    """
+
+    def __init__(self, sources: Mapping, render: Callable[[object], list[dict]]):
+        self.sources, self.render = sources, render
+
+    def __getitem__(self, token: str) -> list[dict]:
+        return self.render(self.sources[token])
+
+    def __iter__(self):
+        return iter(self.sources)
+
+    def __len__(self) -> int:
+        return len(self.sources)
 
 
 def shared_prefix(text: str) -> str:
