@@ -36,9 +36,13 @@ def choose_new_items(items: list[str], share: float, seed: int) -> set[str]:
 
 
 def kept_rows(users: list[str], items: list[str], times: np.ndarray, new: set[str]) -> np.ndarray:
-    """Row mask: every interaction with an old item, and a user's last interaction if it is the
-    user's only one at its timestamp and its item is new (a tie would leave the order to the sort)."""
+    """Row mask: every interaction with an old item, and a user's last interaction if its item is
+    new and no other of the user's interactions has the same time as RecBole reads it (a tie would
+    leave the order to the sort)."""
     is_new = np.array([i in new for i in items])
+    # RecBole holds float fields in float32, which rounds a Unix time to 64 s: times that round to
+    # the same value are tied for its sort, whatever the file says.
+    times = np.asarray(times, dtype=np.float32)
     user_ids = np.unique(users, return_inverse=True)[1]
     order = np.lexsort((times, user_ids))  # by user, then time
     u, t = user_ids[order], times[order]

@@ -16,7 +16,7 @@ from recbole_guided.config import GuidedConfig, get_model
 from recbole_guided.data_files import BaseEmbeddings, GuidedTable
 from recbole_guided.errors import ConfigError
 from recbole_guided.evaluation import RunRanks
-from recbole_guided.new_items import make_new_item_dataset
+from recbole_guided.new_items import kept_rows, make_new_item_dataset
 from recbole_guided.refined_embedding import center_rows, normalize_columns, predict_base
 from recbole_guided.training_split import warm_items
 
@@ -212,3 +212,10 @@ def test_the_new_items_command_writes_the_protocol_dataset(tiny_root, new_root, 
     made = json.loads((tmp_path / "dataset" / NAME / f"{NAME}.new_items.json").read_text())
     assert made["new_items"] == manifest(new_root)["new_items"]  # the seed fixes which items are new
     assert (tmp_path / "dataset" / NAME / f"{NAME}.inter").is_file()
+
+
+def test_a_new_last_item_tied_with_another_as_recbole_reads_time_is_dropped():
+    """RecBole keeps float fields in float32: 880859722 and 880859723 are the same time to its sort."""
+    users, items = ["a", "a", "a", "b", "b"], ["1", "2", "3", "1", "3"]
+    keep = kept_rows(users, items, np.array([880859693, 880859722, 880859723, 1, 2.0]), {"3"})
+    assert keep.tolist() == [True, True, False, True, True]
