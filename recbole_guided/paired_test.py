@@ -23,11 +23,14 @@ class PairedChange:
     ci_low: float       # 95% paired-bootstrap interval of the change
     ci_high: float
     p: float            # two-sided Wilcoxon signed-rank p-value; 1.0 when nothing differs
+    difference: float = float("nan")  # b's mean minus a's, with its 95% paired-bootstrap interval
+    diff_low: float = float("nan")
+    diff_high: float = float("nan")
 
     def __str__(self) -> str:
-        if self.change != self.change:  # the reference's mean is zero: no relative change
-            return f"n/a (p={self.p:.3f})"
         p = "<0.001" if self.p < 0.001 else f"={self.p:.3f}"
+        if self.change != self.change:  # the reference's mean is zero (an ID model on new items): no ratio
+            return f"{self.difference:+.4f} [{self.diff_low:+.4f}, {self.diff_high:+.4f}] absolute (p{p})"
         return f"{100 * self.change:+.1f}% [{100 * self.ci_low:+.1f}, {100 * self.ci_high:+.1f}] (p{p})"
 
 
@@ -43,9 +46,11 @@ def paired_change(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int
     with warnings.catch_warnings():  # a reference mean of zero in every resample: no interval, not a warning
         warnings.simplefilter("ignore", RuntimeWarning)
         low, high = np.nanpercentile(boot, [2.5, 97.5])
+    diff_low, diff_high = np.percentile(b[picks].mean(axis=1) - a[picks].mean(axis=1), [2.5, 97.5])
     differs = a != b
     p = float(stats.wilcoxon(b[differs], a[differs]).pvalue) if differs.sum() >= 1 else 1.0
-    return PairedChange(len(a), float(change), float(low), float(high), p)
+    return PairedChange(len(a), float(change), float(low), float(high), p, float(b.mean() - a.mean()),
+                        float(diff_low), float(diff_high))
 
 
 def _relative(a, b):

@@ -71,6 +71,10 @@ def test_paired_change_finds_a_real_difference_and_none_where_there_is_none():
     assert noise.ci_low < 0 < noise.ci_high
     with pytest.raises(ValueError, match="equal, non-empty"):
         paired_change(a, a[:10])
+    # An ID model scores nothing on new items: no ratio, the absolute difference instead.
+    cold = paired_change(np.zeros(900), better)
+    assert cold.change != cold.change and cold.difference == pytest.approx(better.mean())
+    assert 0 < cold.diff_low < cold.difference < cold.diff_high and "absolute" in str(cold)
 
 
 def test_attributes_share_of_the_ranking_grows_with_the_guided_scale(tiny_root):
