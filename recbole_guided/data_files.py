@@ -15,6 +15,7 @@ import math
 import os
 import zipfile
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Sequence
 
@@ -189,21 +190,20 @@ def align_rows(
     if missing not in MISSING_POLICIES:
         raise GuidedFileError(f"missing-items policy '{missing}' unknown; expected one of {MISSING_POLICIES}")
     row_of = {t: i for i, t in enumerate(tokens)}
+    # one dictionary lookup per id, then whole-array copies (no Python loop over rows)
+    ids = id2token[1:].tolist() if isinstance(id2token, np.ndarray) else id2token[1:]
+    rows = np.fromiter(map(row_of.get, ids, repeat(-1)), dtype=np.int64, count=len(ids))
+    found = rows >= 0
     out = np.zeros((len(id2token), values.shape[1]), dtype=np.float64)
-    absent = []
-    for idx in range(1, len(id2token)):
-        row = row_of.get(id2token[idx])
-        if row is None:
-            absent.append(idx)
-        else:
-            out[idx] = values[row]
-    extra = len(row_of) - (len(id2token) - 1 - len(absent))
+    out[1:][found] = values[rows[found]]
+    absent = np.flatnonzero(~found) + 1
+    extra = len(row_of) - int(found.sum())
     if optional is not None:
-        out[[i for i in absent if optional[i]]] = np.nan
-        absent = [i for i in absent if not optional[i]]
+        out[absent[optional[absent]]] = np.nan
+        absent = absent[~optional[absent]]
     if extra:
         logger.info(f"{source}: {extra} {what}(s) not in the dataset were ignored")
-    if absent:
+    if len(absent):
         names = ", ".join(repr(id2token[i]) for i in absent[:10])
         more = f" and {len(absent) - 10} more" if len(absent) > 10 else ""
         if missing == "error":
