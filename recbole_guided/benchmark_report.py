@@ -127,9 +127,10 @@ PAIRED = [("guided", "base"), ("guided", "random-guided"), ("metadata-guided", "
 
 def pooled_paired_change(rows: list[dict], results_dir: Path, a: str, b: str, mode: str, group: str,
                          metric: str = "ndcg", k: int = 10) -> PairedChange | None:
-    """``b`` against ``a`` on the same users of the same seeds (pooled), from the runs' rank files;
-    ``rows`` are one model's. ``None`` when no seed has both or the group is empty."""
-    va, vb = [], []
+    """``b`` against ``a`` on the same users of the same seeds (pooled; the interval resamples seeds,
+    then users), from the runs' rank files; ``rows`` are one model's. ``None`` when no seed has both
+    or the group is empty."""
+    va, vb, runs = [], [], []
     by = {(r["variant"], r["seed"]): r for r in rows if r.get("ranks_file")}
     for (variant, seed), row_a in sorted(by.items()):
         row_b = by.get((b, seed))
@@ -141,9 +142,10 @@ def pooled_paired_change(rows: list[dict], results_dir: Path, a: str, b: str, mo
         a_values, b_values = ra.paired_values(rb, mode, group, metric, k)
         va.append(a_values)
         vb.append(b_values)
+        runs.append(np.full(len(a_values), int(seed)))
     if not va or not sum(len(v) for v in va):
         return None
-    return paired_change(np.concatenate(va), np.concatenate(vb))
+    return paired_change(np.concatenate(va), np.concatenate(vb), runs=np.concatenate(runs))
 
 
 def paired_over_users(rows: list[dict], results_dir: Path, a: str, b: str, mode: str, group: str) -> str:
@@ -184,8 +186,9 @@ def group_tables(rows: list[dict], variants: list[str], results: Path, groups=be
                     out.append(f"| {variant} | {len(chosen)} | " + " | ".join(cells) + " |")
             pairs = [(a, b) for b, a in paired if a in variants and b in variants]
             if pairs:
-                out.append("\nChange of NDCG@10, paired over the same users and seeds (95% bootstrap interval over "
-                           "users; Wilcoxon signed-rank p):\n")
+                out.append("\nChange of NDCG@10, paired over the same users and seeds (95% two-level bootstrap "
+                           "interval: seeds, then users within them; Wilcoxon signed-rank p over the pooled "
+                           "user x seed pairs, which does not count the seed-to-seed spread: read the interval):\n")
                 out.append("| comparison | " + " | ".join(head) + " |")
                 out.append("|---|" + "---|" * len(head))
                 for a, b in pairs:

@@ -4,7 +4,10 @@ A run ranks every test user, so two variants of one seed are compared user by us
 only through their means over seeds (three seeds give a t-test with 2 degrees of freedom). The
 p-value is the Wilcoxon signed-rank test of the per-user differences (users on whom both variants
 score the same, e.g. both miss the top 10, carry no sign and are dropped, as Wilcoxon does); the
-interval is a paired bootstrap over users of the relative change of the mean.
+interval is a paired bootstrap over users of the relative change of the mean. Pooled over several
+seeds (``runs``: the seed of each test case), the bootstrap is two-level: seeds are resampled, then
+users within each drawn seed, so the interval also carries the seed-to-seed spread that the
+Wilcoxon p over pooled user x seed pairs ignores.
 """
 
 from __future__ import annotations
@@ -34,19 +37,22 @@ class PairedChange:
         return f"{100 * self.change:+.1f}% [{100 * self.ci_low:+.1f}, {100 * self.ci_high:+.1f}] (p{p})"
 
 
-def paired_change(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0) -> PairedChange:
-    """``a`` and ``b``: one value per test case (e.g. NDCG@10), the same cases in the same order."""
+def paired_change(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0,
+                  runs: np.ndarray | None = None) -> PairedChange:
+    """``a`` and ``b``: one value per test case (e.g. NDCG@10), the same cases in the same order;
+    ``runs``: which run (seed) each case comes from, for the two-level bootstrap."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1 or not len(a):
         raise ValueError(f"paired values need two equal, non-empty 1-d arrays; got {a.shape} and {b.shape}")
     change = _relative(a.mean(), b.mean())
     rng = np.random.default_rng(seed)
-    picks = rng.integers(len(a), size=(resamples, len(a)))
-    boot = _relative(a[picks].mean(axis=1), b[picks].mean(axis=1))
+    picks = _resample(len(a), resamples, rng, runs)
+    mean_a, mean_b = np.array([a[p].mean() for p in picks]), np.array([b[p].mean() for p in picks])
+    boot = _relative(mean_a, mean_b)
     with warnings.catch_warnings():  # a reference mean of zero in every resample: no interval, not a warning
         warnings.simplefilter("ignore", RuntimeWarning)
         low, high = np.nanpercentile(boot, [2.5, 97.5])
-    diff_low, diff_high = np.percentile(b[picks].mean(axis=1) - a[picks].mean(axis=1), [2.5, 97.5])
+    diff_low, diff_high = np.percentile(mean_b - mean_a, [2.5, 97.5])
     differs = a != b
     p = float(stats.wilcoxon(b[differs], a[differs]).pvalue) if differs.sum() >= 1 else 1.0
     return PairedChange(len(a), float(change), float(low), float(high), p, float(b.mean() - a.mean()),
@@ -56,3 +62,15 @@ def paired_change(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int
 def _relative(a, b):
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(np.asarray(a) > 0, (np.asarray(b) - a) / a, np.nan)
+
+
+def _resample(n: int, resamples: int, rng, runs: np.ndarray | None) -> list[np.ndarray]:
+    """Indices of ``resamples`` bootstrap samples: over cases, or over runs and then cases within each."""
+    if runs is None or len(np.unique(runs)) < 2:
+        return list(rng.integers(n, size=(resamples, n)))
+    members = [np.flatnonzero(runs == r) for r in np.unique(runs)]
+    samples = []
+    for _ in range(resamples):
+        drawn = [members[k] for k in rng.integers(len(members), size=len(members))]
+        samples.append(np.concatenate([m[rng.integers(len(m), size=len(m))] for m in drawn]))
+    return samples

@@ -71,6 +71,12 @@ def test_paired_change_finds_a_real_difference_and_none_where_there_is_none():
     assert noise.ci_low < 0 < noise.ci_high
     with pytest.raises(ValueError, match="equal, non-empty"):
         paired_change(a, a[:10])
+    # Pooled over seeds that disagree, the two-level interval is wider than the one over users.
+    runs = np.repeat([0, 1, 2, 3], 225)
+    shifted = a + np.where(runs % 2 == 0, 0.2, -0.1) * (rng.random(900) < 0.3)
+    flat, nested = paired_change(a, shifted), paired_change(a, shifted, runs=runs)
+    assert nested.change == flat.change and nested.p == flat.p
+    assert nested.ci_high - nested.ci_low > 1.5 * (flat.ci_high - flat.ci_low)
     # An ID model scores nothing on new items: no ratio, the absolute difference instead.
     cold = paired_change(np.zeros(900), better)
     assert cold.change != cold.change and cold.difference == pytest.approx(better.mean())
