@@ -161,6 +161,22 @@ class RefinedItemEmbedding(nn.Module):
                 f"guided={self.guided_dim} (trainable={self.guided.requires_grad})")
 
 
+def base_part(options: GuidedOptions, config, dataset, attributes: np.ndarray, cold: np.ndarray,
+              base_dim: int) -> np.ndarray:
+    """Row i = item id i: the PCA (fitted on warm items) of the base file's vectors; a cold item the
+    file lacks gets ``predict_base`` from its normalized ``attributes``."""
+    vectors = item_base(options, config, dataset, optional=cold)
+    known = ~np.isnan(vectors).any(axis=1)
+    known[0] = False
+    fit_rows = known & ~cold
+    base = np.zeros((len(vectors), base_dim))
+    base[known] = pca_reduce(vectors[known], base_dim, fit_rows=fit_rows[known])
+    unknown = np.flatnonzero(~known[1:]) + 1
+    if len(unknown):
+        base[unknown] = predict_base(attributes, base, fit_rows, options.cold_items)[unknown]
+    return base
+
+
 def build_refined_embedding(options: GuidedOptions, config, dataset, parent_table: nn.Embedding) -> RefinedItemEmbedding:
     """Replace a parent's freshly initialized item table with the refined one (same shape).
 
@@ -180,20 +196,12 @@ def build_refined_embedding(options: GuidedOptions, config, dataset, parent_tabl
         )
     if base_dim < 0:
         raise ConfigError(f"{len(attributes)} guided attributes do not fit in the model width {width}")
-    warm = warm_items(dataset)
     cold = np.zeros(n_rows, dtype=bool)
     if options.cold_items != "train":
-        cold[1:n_items] = ~warm[1:]
+        cold[1:n_items] = ~warm_items(dataset)[1:]
     base = np.zeros((n_rows, base_dim))
     if options.use_base and base_dim:
-        vectors = item_base(options, config, dataset, optional=cold[:n_items])
-        known = ~np.isnan(vectors).any(axis=1)
-        known[0] = False
-        fit_rows = known & ~cold[:n_items]
-        base[:n_items][known] = pca_reduce(vectors[known], base_dim, fit_rows=fit_rows[known])
-        unknown = np.flatnonzero(~known[1:]) + 1  # cold items the base file lacks
-        if len(unknown):
-            base[unknown] = predict_base(normalized, base[:n_items], fit_rows, options.cold_items)[unknown]
+        base[:n_items] = base_part(options, config, dataset, normalized, cold[:n_items], base_dim)
         # Special rows (BERT4Rec's mask token) keep the parent's fresh initialization.
         base[n_items:] = parent_table.weight.detach()[n_items:, :base_dim].double().numpy()
     guided = np.zeros((n_rows, len(attributes)))
