@@ -171,6 +171,9 @@ class BaseEmbeddings:
                 np.savez(f, tokens=np.asarray(self.tokens, dtype=str), vectors=self.vectors)
 
 
+ALIGN_CHUNK = 1 << 16  # rows copied at once by align_rows
+
+
 def align_rows(
     tokens: Sequence[str],
     values: np.ndarray,
@@ -195,7 +198,10 @@ def align_rows(
     rows = np.fromiter(map(row_of.get, ids, repeat(-1)), dtype=np.int64, count=len(ids))
     found = rows >= 0
     out = np.zeros((len(id2token), values.shape[1]), dtype=np.float64)
-    out[1:][found] = values[rows[found]]
+    hits = np.flatnonzero(found)
+    for begin in range(0, len(hits), ALIGN_CHUNK):  # in chunks: no second full-size copy at its peak
+        chunk = hits[begin:begin + ALIGN_CHUNK]
+        out[chunk + 1] = values[rows[chunk]]
     absent = np.flatnonzero(~found) + 1
     extra = len(row_of) - int(found.sum())
     if optional is not None:
