@@ -167,3 +167,53 @@ def test_rendered_prompts_render_on_demand():
     assert calls == [] and len(rendered) == 2 and list(rendered) == ["a", "b"]
     assert rendered["b"] == [{"role": "user", "content": "y"}] and calls == ["y"]
     assert subject(item_messages(MOVIES, "Film X", "logprob")[1]["content"]) == "The movie: Film X"
+
+
+# --- catalog scale -----------------------------------------------------------------------------------
+
+def _catalog_scale():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("catalog_scale", ROOT / "benchmarks" / "catalog_scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_catalog_scale_benchmark_measures_every_stage_at_a_tiny_size(tmp_path):
+    bench = _catalog_scale()
+    bench.make_catalog(tmp_path / "synth", 300, users=30, per_user=8)
+    results = bench.data_part(tmp_path, 300)
+    bench.cache_stages(results, tmp_path, 300)
+    for model in ("GuidedSASRec", "SASRec"):
+        results.update(bench.model_part(tmp_path, 300, model, "CE"))
+    results.update(bench.model_part(tmp_path, 300, "GuidedSASRec", "BPR"))
+    for stage in ("read_guided", "read_base", "align_guided", "align_base", "pca", "build_refined", "cache_load",
+                  "cache_lookup", "cache_resume", "model_init[GuidedSASRec]", "train_step_ce[GuidedSASRec]",
+                  "train_step_bpr[GuidedSASRec]", "eval_batch[GuidedSASRec]", "eval_batch[SASRec]"):
+        assert results[stage]["seconds"] > 0 and results[stage]["peak_mb"] >= 0, stage
+    assert results["cache_resume"]["asked"] == 100 and results["cache_resume"]["rows"] == 300
+
+
+def test_growth_exponents():
+    bench = _catalog_scale()
+    rows = [{"items": n, "s": {"seconds": n / 1000, "peak_mb": 10 * (n / 1000) ** 2}} for n in (1000, 10000)]
+    assert bench.growth(rows)["s"] == {"seconds_exponent 1e3->1e4": 1.0, "peak_mb_exponent 1e3->1e4": 2.0}
+
+
+def test_token_alignment_grows_linearly():
+    """An O(n^2) alignment would take 100 times longer for 10 times the items; allow 30 for noise."""
+    from recbole_guided.data_files import align_rows
+
+    def best_time(n):
+        tokens = [f"i{k}" for k in range(n)]
+        values = np.zeros((n, 8))
+        id2token = np.array(["[PAD]"] + tokens[::-1])
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            align_rows(tokens, values, id2token, "test")
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    assert best_time(200_000) / best_time(20_000) < 30
