@@ -10,9 +10,9 @@ this. It rebuilds the model on today's files and carries the trained weights ove
   catalog do not change;
 * a new item's guided part is its ratings under the *training-time* normalization (recovered,
   per attribute, from the old items' file scores and trained rows, so the file's new statistics
-  do not shift it), and its base part is the ridge map from attributes to the *trained* base rows
-  of warm items (``cold_items: attributes``), or their mean (``mean``), or the PCA of its text
-  vector when the base file has one;
+  do not shift it); its base part is placed like any cold item's
+  (``RefinedItemEmbedding.place_cold_rows``: the ridge map onto the trained warm rows, from its
+  attributes and, if the base file has it, its text vector);
 * the network and the user vectors are the checkpoint's.
 
 The interactions must be the ones the model was trained on (same users): new interactions mean
@@ -31,11 +31,7 @@ import torch
 from recbole_guided.compat import item_tokens, load_checkpoint, save_checkpoint
 from recbole_guided.config import GuidedConfig, is_guided
 from recbole_guided.errors import CheckpointError
-from recbole_guided.guided_sources import item_base
-from recbole_guided.options import GuidedOptions
 from recbole_guided.pipeline import build_model, prepare_data
-from recbole_guided.refined_embedding import predict_base
-from recbole_guided.training_split import warm_items
 
 ROW_PARAMETERS = ("item_embedding.base", "item_embedding.guided", "output_bias")  # indexed by item id
 
@@ -97,37 +93,24 @@ def add_items(model_file, output=None) -> tuple[Path, list[str]]:
             rows[len(new_tokens):] = trained[len(old_tokens):]
         state[key] = rows
     if added:
-        _place_new_items(model, state, config, data, keep_ids, np.array(added))
+        state["item_embedding.guided"] = _new_guided_rows(model, state, keep_ids, np.array(added), data.dataset.item_num)
+    model.load_state_dict(state)
+    model.eval()  # places every cold row, the new items' included, from the trained warm rows
     output = Path(output) if output else Path(model_file).with_name(Path(model_file).stem + "-items.pth")
     carried = {k: v for k, v in checkpoint.items() if k != "format"}  # save_checkpoint writes the format
     save_checkpoint(output, **{**carried, "item_tokens": new_tokens, "external_config": json.dumps(external),
-                               "state_dict": state, "added_items": [new_tokens[i] for i in added]})
+                               "state_dict": model.state_dict(), "added_items": [new_tokens[i] for i in added]})
     return output, [new_tokens[i] for i in added]
 
 
-def _place_new_items(model, state: dict, config, data, old_ids: np.ndarray, added: np.ndarray) -> None:
-    """Guided and base rows of the added items, from the trained rows of the old ones."""
-    options = GuidedOptions.from_config(config)
-    table = model.item_embedding
-    old_ids = old_ids[(old_ids > 0) & (old_ids < data.dataset.item_num)]  # real items: not padding, not a mask
-    build_guided = table.guided.detach().double().numpy()  # today's normalization, before the carry-over
+def _new_guided_rows(model, state: dict, old_ids: np.ndarray, added: np.ndarray, n_items: int) -> torch.Tensor:
+    """The trained guided rows, with the added items' ratings under the training-time normalization."""
+    old_ids = old_ids[(old_ids > 0) & (old_ids < n_items)]  # real items: not padding, not a mask
+    build = model.item_embedding.guided.detach().double().numpy()  # today's normalization
     guided = state["item_embedding.guided"].double().numpy()
-    if table.guided_dim:
-        guided[added] = training_time_guided(build_guided[added], build_guided[old_ids], guided[old_ids])
-    base = state["item_embedding.base"].double().numpy()
-    if table.base_dim and options.use_base:
-        n_items = data.dataset.item_num
-        vectors = item_base(options, config, data.train_data.dataset,
-                            optional=table.frozen_rows.squeeze(1).numpy()[:n_items])
-        from_file = np.zeros(len(base), dtype=bool)  # a text encoder's vector: kept as the build projected it
-        from_file[:n_items] = ~np.isnan(vectors).any(axis=1)
-        warm = np.zeros(len(base), dtype=bool)
-        warm[old_ids] = warm_items(data.train_data.dataset)[old_ids]
-        rule = options.cold_items if options.cold_items != "train" else "mean"
-        predicted = predict_base(guided / (table.scale or 1.0), base, warm, rule)
-        base[added] = np.where(from_file[added, None], base[added], predicted[added])
-    state["item_embedding.guided"] = torch.from_numpy(guided).to(state["item_embedding.guided"].dtype)
-    state["item_embedding.base"] = torch.from_numpy(base).to(state["item_embedding.base"].dtype)
+    if guided.shape[1]:
+        guided[added] = training_time_guided(build[added], build[old_ids], guided[old_ids])
+    return torch.from_numpy(guided).to(state["item_embedding.guided"].dtype)
 
 
 def main(argv: list[str]) -> int:

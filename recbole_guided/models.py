@@ -42,6 +42,11 @@ class GuidedRecommender:
         """The RecBole model this one refines (the first RecBole class in its bases)."""
         return next(c for c in cls.__mro__ if c.__module__.startswith("recbole.model."))
 
+    def train(self, mode: bool = True):
+        if not mode:  # about to score: cold rows follow the warm rows training has moved
+            self.item_embedding.place_cold_rows()
+        return super().train(mode)
+
     def forward(self, *args, **kwargs):
         output = super().forward(*args, **kwargs)
         if self._users is None:

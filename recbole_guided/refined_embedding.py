@@ -102,7 +102,8 @@ class RefinedItemEmbedding(nn.Module):
     def __init__(self, base: torch.Tensor, guided: torch.Tensor, n_items: int,
                  base_trainable: bool = True, guided_trainable: bool = False,
                  attributes: list[str] | None = None, scale: float = 1.0,
-                 frozen_rows: torch.Tensor | None = None):
+                 frozen_rows: torch.Tensor | None = None, file_rows: torch.Tensor | None = None,
+                 cold_rule: str = "attributes"):
         super().__init__()
         if base.shape[0] != guided.shape[0]:
             raise ValueError(f"base has {base.shape[0]} rows, guided {guided.shape[0]}")
@@ -114,8 +115,39 @@ class RefinedItemEmbedding(nn.Module):
         self.register_buffer("guided_mask", ((rows != 0) & (rows < n_items)).float(), persistent=False)
         frozen = torch.zeros(n_rows, dtype=torch.bool) if frozen_rows is None else frozen_rows.bool()
         self.register_buffer("frozen_rows", frozen.unsqueeze(1), persistent=False)
+        # What cold rows are re-predicted from: the build-time base rows of the items the base file had.
+        known = torch.zeros(n_rows, dtype=torch.bool) if file_rows is None else file_rows.bool()
+        self.register_buffer("file_rows", known, persistent=False)
+        self.register_buffer("initial_base", base.float().clone(), persistent=False)
+        self.cold_rule = cold_rule
+        self.n_items = n_items
         self.attributes = list(attributes or [f"g{k}" for k in range(guided.shape[1])])
         self.scale = scale  # what the normalized attribute scores were multiplied by
+
+    @torch.no_grad()
+    def place_cold_rows(self) -> None:
+        """Re-predict the frozen (cold) rows' base part from the warm rows as training has left them.
+
+        The warm rows move during training while a cold row gets no gradient, so a map fitted on
+        the build-time rows would place cold items where the warm ones no longer are. Refitted on
+        the current rows (ridge, ``predict_base``): from the normalized attributes, plus the
+        build-time coordinates for a row the base file had (e.g. a text vector). The Guided models
+        call this whenever they switch to scoring (``eval()``).
+        """
+        cold = self.frozen_rows.squeeze(1).cpu().numpy()
+        if not cold.any() or not self.base_dim or not self.base.requires_grad:
+            return  # nothing cold, no base part, or a frozen base: the build's placement stands
+        warm = ~cold
+        warm[0], warm[self.n_items:] = False, False
+        attributes = (self.guided / (self.scale or 1.0)).detach().double().cpu().numpy()
+        base = self.base.detach().double().cpu().numpy()
+        from_file = self.file_rows.cpu().numpy()
+        with_vector = np.hstack([self.initial_base.double().cpu().numpy(), attributes])
+        for rows, features, rule in ((cold & from_file, with_vector, "attributes"),
+                                     (cold & ~from_file, attributes, self.cold_rule)):
+            if rows.any():
+                base[rows] = predict_base(features, base, warm, rule)[rows]
+        self.base.copy_(torch.from_numpy(base).to(self.base))
 
     @property
     def base_dim(self) -> int:
@@ -162,9 +194,10 @@ class RefinedItemEmbedding(nn.Module):
 
 
 def base_part(options: GuidedOptions, config, dataset, attributes: np.ndarray, cold: np.ndarray,
-              base_dim: int) -> np.ndarray:
+              base_dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Row i = item id i: the PCA (fitted on warm items) of the base file's vectors; a cold item the
-    file lacks gets ``predict_base`` from its normalized ``attributes``."""
+    file lacks gets ``predict_base`` from its normalized ``attributes``. Also returns which rows
+    the file had."""
     vectors = item_base(options, config, dataset, optional=cold)
     known = ~np.isnan(vectors).any(axis=1)
     known[0] = False
@@ -174,7 +207,7 @@ def base_part(options: GuidedOptions, config, dataset, attributes: np.ndarray, c
     unknown = np.flatnonzero(~known[1:]) + 1
     if len(unknown):
         base[unknown] = predict_base(attributes, base, fit_rows, options.cold_items)[unknown]
-    return base
+    return base, known
 
 
 def build_refined_embedding(options: GuidedOptions, config, dataset, parent_table: nn.Embedding) -> RefinedItemEmbedding:
@@ -200,8 +233,9 @@ def build_refined_embedding(options: GuidedOptions, config, dataset, parent_tabl
     if options.cold_items != "train":
         cold[1:n_items] = ~warm_items(dataset)[1:]
     base = np.zeros((n_rows, base_dim))
+    from_file = np.zeros(n_rows, dtype=bool)
     if options.use_base and base_dim:
-        base[:n_items] = base_part(options, config, dataset, normalized, cold[:n_items], base_dim)
+        base[:n_items], from_file[:n_items] = base_part(options, config, dataset, normalized, cold[:n_items], base_dim)
         # Special rows (BERT4Rec's mask token) keep the parent's fresh initialization.
         base[n_items:] = parent_table.weight.detach()[n_items:, :base_dim].double().numpy()
     guided = np.zeros((n_rows, len(attributes)))
@@ -215,4 +249,6 @@ def build_refined_embedding(options: GuidedOptions, config, dataset, parent_tabl
         attributes=attributes,
         scale=scale,
         frozen_rows=torch.from_numpy(cold),
+        file_rows=torch.from_numpy(from_file),
+        cold_rule=options.cold_items,
     )

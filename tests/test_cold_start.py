@@ -112,6 +112,25 @@ def test_cold_items_are_the_new_ones_and_get_frozen_rows_predicted_from_their_at
     assert not torch.equal(after[warm], before[warm])
 
 
+def test_on_eval_cold_rows_follow_the_warm_rows_training_moved(new_root):
+    config, dataset, (train, *_), model = prepare_new(new_root)
+    table = model.item_embedding
+    cold = table.cold_items.numpy()
+    built = table.base.detach().clone()
+    SafeTrainer(config, model, dataset)._train_epoch(train, 0)
+    assert torch.equal(table.base.detach()[cold], built[cold])  # no gradient reached them
+    model.eval()  # about to score: re-placed from the warm rows as they are now
+    base = table.base.detach().double().numpy()
+    warm = warm_items(train.dataset)
+    features = (table.guided / table.scale).detach().double().numpy()
+    np.testing.assert_allclose(base[cold], predict_base(features, base, warm, "attributes")[cold], atol=1e-5)
+    assert not torch.allclose(table.base.detach()[cold], built[cold])
+    placed = table.base.detach().clone()
+    model.train()
+    model.eval()
+    assert torch.equal(table.base.detach(), placed)  # placing again changes nothing
+
+
 def test_ridge_map_recovers_a_linear_relation_and_mean_is_the_warm_mean():
     rng = np.random.default_rng(0)
     features = rng.normal(size=(200, 4))
