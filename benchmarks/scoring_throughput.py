@@ -159,7 +159,7 @@ def resume(url: str, n_items: int, n_missing: int, concurrency: int) -> dict:
         asked_2 = server_stats(url)["requests"] - before
         if run.returncode != 0:
             raise RuntimeError(stderr[-2000:])
-        rows = sum(1 for _ in open(data / "synth" / "synth.guided")) - 1
+        rows = sum(1 for _ in open(data / "synth.guided")) - 1
         expected = m * (n_items - cached_after_kill)
         return {"items": n_items, "missing_at_start": len(missing), "concurrency": concurrency,
                 "prepare_s": round(prepare_s, 1), "run1_killed_after_s": round(killed_after_s, 1),
