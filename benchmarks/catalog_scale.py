@@ -10,8 +10,9 @@ resident size when it began (Linux ``VmHWM``, reset before each stage through
 Stages: reading and validating the guided and base files, RecBole's own dataset and split (the
 parent pays them too), aligning tokens to RecBole ids, PCA, building the refined table (files
 read again, normalization, PCA: what the model constructor does), the model constructor, one
-training step with CE and with BPR, one full-ranking evaluation batch (scores, history masked,
-top-10), each for GuidedSASRec and SASRec; and the scorer's answer cache with as many answers as
+training step with CE and with BPR, the switch to evaluation (``model.eval()``, once per
+evaluation pass) and one full-ranking evaluation batch (scores, history masked, top-10), each for
+GuidedSASRec and SASRec; and the scorer's answer cache with as many answers as
 items (load, look up every item, and a resume with all but 100 cached through ``score_all``).
 
     OMP_NUM_THREADS=1 python benchmarks/catalog_scale.py [--sizes=10000,100000,1000000]
@@ -129,11 +130,11 @@ def train_steps(model, batch) -> list[float]:
 
 
 def eval_batch(model, batch, n_items: int):
-    """What ``Trainer._full_sort_batch_eval`` does with one batch: scores, history masked, top-10."""
+    """What ``Trainer._full_sort_batch_eval`` does with one batch: scores, history masked, top-10
+    (the model already in eval mode: ``Trainer.evaluate`` switches once per pass)."""
     import torch
 
     interaction, history_index, _, _ = batch
-    model.eval()
     with torch.no_grad():
         scores = model.full_sort_predict(interaction).view(-1, n_items)
         scores[:, 0] = -math.inf
@@ -150,6 +151,8 @@ def model_stages(results: dict, tag: str, loss: str, model_class, config, data, 
     batch = next(iter(data.train_data))
     if loss == "CE":
         eval_input = next(iter(data.test_data))
+        # once per evaluation pass; a Guided model re-places its cold rows there (place_cold_rows)
+        measure(results, f"eval_switch[{tag}]", model.eval)
         measure(results, f"eval_batch[{tag}]", eval_batch, model, eval_input, n_items)
         results["eval_users_per_batch"] = len(eval_input[0])
     else:  # what RecBole's uniform sampler adds to a BPR batch

@@ -190,7 +190,8 @@ def test_catalog_scale_benchmark_measures_every_stage_at_a_tiny_size(tmp_path):
     results.update(bench.model_part(tmp_path, 300, "GuidedSASRec", "BPR"))
     for stage in ("read_guided", "read_base", "align_guided", "align_base", "pca", "build_refined", "cache_load",
                   "cache_lookup", "cache_resume", "model_init[GuidedSASRec]", "train_step_ce[GuidedSASRec]",
-                  "train_step_bpr[GuidedSASRec]", "eval_batch[GuidedSASRec]", "eval_batch[SASRec]"):
+                  "train_step_bpr[GuidedSASRec]", "eval_switch[GuidedSASRec]", "eval_batch[GuidedSASRec]",
+                  "eval_batch[SASRec]"):
         assert results[stage]["seconds"] > 0 and results[stage]["peak_mb"] >= 0, stage
     assert results["cache_resume"]["asked"] == 100 and results["cache_resume"]["rows"] == 300
 
