@@ -25,7 +25,6 @@ import argparse
 import gc
 import json
 import math
-import os
 import re
 import statistics
 import subprocess
@@ -166,6 +165,10 @@ def model_stages(results: dict, tag: str, loss: str, model_class, config, data, 
         del results[f"model_init[{tag}]"]
 
 
+def _look_up(cache, hashes: dict, model_id: str) -> int:
+    return sum(cache.get(token, prompt, model_id) is None for token, prompt in hashes.items())
+
+
 def cache_stages(results: dict, folder: Path, n_items: int) -> None:
     from recbole_guided.llm.prompts import RenderedPrompts, prompt_hash
     from recbole_guided.llm.scorer import AnswerCache, score_all
@@ -186,7 +189,7 @@ def cache_stages(results: dict, folder: Path, n_items: int) -> None:
                                     "mode": "logprob", "scores": {a: 5.0 for a in ATTRIBUTES}}) + "\n")
     cache = measure(results, "cache_load", AnswerCache, path)
     hashes = {t: prompt_hash(messages[t], "logprob") for t in tokens}
-    measure(results, "cache_lookup", lambda: sum(cache.get(t, hashes[t], model_id) is None for t in tokens))
+    measure(results, "cache_lookup", _look_up, cache, hashes, model_id)
     del cache, hashes
     gc.collect()
 
