@@ -80,15 +80,19 @@ def pca_reduce(vectors: np.ndarray, dim: int, fit_rows: np.ndarray | None = None
 RIDGE = 1.0  # the map's penalty; attributes are normalized, so it only matters for collinear ones
 
 
-def predict_base(features: np.ndarray, base: np.ndarray, warm: np.ndarray, rule: str) -> np.ndarray:
-    """Base part for items without one: the ridge map ``features -> base`` fitted on ``warm`` rows
-    (``attributes``), or the warm rows' mean (``mean``, or when there are no features)."""
+def predict_base(features: np.ndarray, base: np.ndarray, warm: np.ndarray, rule: str,
+                 rows: np.ndarray | None = None) -> np.ndarray:
+    """Base part of ``rows`` (default: all) from their ``features``: the ridge map ``features ->
+    base`` fitted on ``warm`` rows (``attributes``), or the warm rows' mean (``mean``, or when
+    there are no features)."""
+    rows = np.arange(len(features)) if rows is None else rows
     mean = base[warm].mean(axis=0)
     if rule == "mean" or features.shape[1] == 0:
-        return np.broadcast_to(mean, (len(features), base.shape[1])).copy()
-    x = features[warm] - features[warm].mean(axis=0)
+        return np.broadcast_to(mean, (len(features[rows]), base.shape[1])).copy()
+    center = features[warm].mean(axis=0)
+    x = features[warm] - center
     weights = np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ (base[warm] - mean))
-    return mean + (features - features[warm].mean(axis=0)) @ weights
+    return mean + (features[rows] - center) @ weights
 
 
 class RefinedItemEmbedding(nn.Module):
@@ -142,11 +146,10 @@ class RefinedItemEmbedding(nn.Module):
         attributes = (self.guided / (self.scale or 1.0)).detach().double().cpu().numpy()
         base = self.base.detach().double().cpu().numpy()
         from_file = self.file_rows.cpu().numpy()
-        with_vector = np.hstack([self.initial_base.double().cpu().numpy(), attributes])
-        for rows, features, rule in ((cold & from_file, with_vector, "attributes"),
-                                     (cold & ~from_file, attributes, self.cold_rule)):
+        for rows, rule, with_vector in ((cold & from_file, "attributes", True), (cold & ~from_file, self.cold_rule, False)):
             if rows.any():
-                base[rows] = predict_base(features, base, warm, rule)[rows]
+                features = np.hstack([self.initial_base.double().cpu().numpy(), attributes]) if with_vector else attributes
+                base[rows] = predict_base(features, base, warm, rule, np.flatnonzero(rows))
         self.base.copy_(torch.from_numpy(base).to(self.base))
 
     @property
@@ -206,7 +209,7 @@ def base_part(options: GuidedOptions, config, dataset, attributes: np.ndarray, c
     base[known] = pca_reduce(vectors[known], base_dim, fit_rows=fit_rows[known])
     unknown = np.flatnonzero(~known[1:]) + 1
     if len(unknown):
-        base[unknown] = predict_base(attributes, base, fit_rows, options.cold_items)[unknown]
+        base[unknown] = predict_base(attributes, base, fit_rows, options.cold_items, unknown)
     return base, known
 
 

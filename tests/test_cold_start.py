@@ -139,6 +139,8 @@ def test_ridge_map_recovers_a_linear_relation_and_mean_is_the_warm_mean():
     warm = np.arange(200) < 150
     predicted = predict_base(features, base, warm, "attributes")
     np.testing.assert_allclose(predicted[~warm], base[~warm], atol=0.05)
+    cold = np.flatnonzero(~warm)
+    np.testing.assert_allclose(predict_base(features, base, warm, "attributes", cold), predicted[cold])
     np.testing.assert_allclose(predict_base(features, base, warm, "mean"), np.tile(base[warm].mean(0), (200, 1)))
     no_features = predict_base(features[:, :0], base, warm, "attributes")
     np.testing.assert_allclose(no_features, np.tile(base[warm].mean(0), (200, 1)))
