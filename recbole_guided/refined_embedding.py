@@ -146,9 +146,12 @@ class RefinedItemEmbedding(nn.Module):
         attributes = (self.guided / (self.scale or 1.0)).detach().double().cpu().numpy()
         base = self.base.detach().double().cpu().numpy()
         from_file = self.file_rows.cpu().numpy()
-        for rows, rule, with_vector in ((cold & from_file, "attributes", True), (cold & ~from_file, self.cold_rule, False)):
+        with_vector = cold & from_file  # predicted from their build-time row as well
+        for rows, rule in ((with_vector, "attributes"), (cold & ~from_file, self.cold_rule)):
             if rows.any():
-                features = np.hstack([self.initial_base.double().cpu().numpy(), attributes]) if with_vector else attributes
+                features = attributes
+                if rows is with_vector:
+                    features = np.hstack([self.initial_base.double().cpu().numpy(), attributes])
                 base[rows] = predict_base(features, base, warm, rule, np.flatnonzero(rows))
         self.base.copy_(torch.from_numpy(base).to(self.base))
 
@@ -213,7 +216,8 @@ def base_part(options: GuidedOptions, config, dataset, attributes: np.ndarray, c
     return base, known
 
 
-def build_refined_embedding(options: GuidedOptions, config, dataset, parent_table: nn.Embedding) -> RefinedItemEmbedding:
+def build_refined_embedding(options: GuidedOptions, config, dataset,
+                            parent_table: nn.Embedding) -> RefinedItemEmbedding:
     """Replace a parent's freshly initialized item table with the refined one (same shape).
 
     ``dataset`` is the training split: items it lacks are cold (``cold_items``)."""
