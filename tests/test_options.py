@@ -115,7 +115,10 @@ def test_items_missing_from_the_guided_file_are_filled(tiny_root, tmp_path, mode
     keep = [k for k, t in enumerate(full.tokens) if t not in {item_token(0), item_token(1)}]
     partial = tmp_path / "partial.guided"
     GuidedTable("item_id", [full.tokens[k] for k in keep], ATTRIBUTES, full.values[keep]).write(partial)
-    result = quick_test(tiny_root, tmp_path, model, guided_file=str(partial), missing_items=policy)
+    # zero: a raw 0 on every attribute; centered per item it would be no deviation at all, so the
+    # raw scale is what shows where the fill lands (guided_center: none)
+    center = {"guided_center": "none"} if policy == "zero" else {}
+    result = quick_test(tiny_root, tmp_path, model, guided_file=str(partial), missing_items=policy, **center)
     assert_compared_with(result, PARENT[model])
     _, guided, dataset, *_ = load_guided_model(result["saved_model_file"])
     row = guided.item_embedding.guided[dataset.token2id("item_id", item_token(0))]
