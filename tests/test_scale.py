@@ -201,20 +201,3 @@ def test_growth_exponents():
     rows = [{"items": n, "s": {"seconds": n / 1000, "peak_mb": 10 * (n / 1000) ** 2}} for n in (1000, 10000)]
     assert bench.growth(rows)["s"] == {"seconds_exponent 1e3->1e4": 1.0, "peak_mb_exponent 1e3->1e4": 2.0}
 
-
-def test_token_alignment_grows_linearly():
-    """An O(n^2) alignment would take 100 times longer for 10 times the items; allow 30 for noise."""
-    from recbole_guided.data_files import align_rows
-
-    def best_time(n):
-        tokens = [f"i{k}" for k in range(n)]
-        values = np.zeros((n, 8))
-        id2token = np.array(["[PAD]"] + tokens[::-1])
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            align_rows(tokens, values, id2token, "test")
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    assert best_time(200_000) / best_time(20_000) < 30
