@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recbole_guided.compat import item_tokens, load_checkpoint, save_checkpoint
+from recbole_guided.compat import item_tokens, load_checkpoint, save_checkpoint, user_tokens
 from recbole_guided.config import GuidedConfig, is_guided
 from recbole_guided.errors import CheckpointError
 from recbole_guided.pipeline import build_model, prepare_data
@@ -66,8 +66,7 @@ def add_items(model_file, output=None) -> tuple[Path, list[str]]:
     external = with_all_catalog_items(external, probe["ITEM_ID_FIELD"])
     config = GuidedConfig(checkpoint["model"], checkpoint["dataset"], config_dict=external)
     data = prepare_data(config)
-    if "user_tokens" in checkpoint and checkpoint["user_tokens"] != [str(t) for t in
-                                                                     data.dataset.field2id_token[data.dataset.uid_field]]:
+    if "user_tokens" in checkpoint and checkpoint["user_tokens"] != user_tokens(data.dataset):
         raise CheckpointError(f"{model_file}: the users in the interaction file changed since training; "
                               "new interactions need a new training run (run_recbole_guided.py train)")
     model = build_model(config, data)  # today's catalog: new items get cold rows by the build rule

@@ -56,6 +56,10 @@ def item_tokens(dataset) -> list[str]:
     return [str(t) for t in dataset.field2id_token[dataset.iid_field]]
 
 
+def user_tokens(dataset) -> list[str]:
+    return [str(t) for t in dataset.field2id_token[dataset.uid_field]]
+
+
 _PLAIN = (torch.Tensor, int, float, str, bool, type(None), torch.Size, torch.dtype)
 
 
@@ -211,7 +215,7 @@ class SafeTrainer(Trainer, _DistributedWrapping):
             model=self.config["model"],
             dataset=self.dataset.dataset_name,
             item_tokens=item_tokens(self.dataset),
-            user_tokens=[str(t) for t in self.dataset.field2id_token[self.dataset.uid_field]],  # for add-items
+            user_tokens=user_tokens(self.dataset),  # for add-items
             config=json.dumps(plain_config(self.config)),
             external_config=json.dumps(self.config.external_config_dict, default=str),
             epoch=epoch,
