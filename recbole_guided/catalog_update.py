@@ -62,8 +62,8 @@ def add_items(model_file, output=None) -> tuple[Path, list[str]]:
     if not is_guided(checkpoint["model"]):
         raise CheckpointError(f"{model_file}: {checkpoint['model']} has no item attributes to place new items with")
     external = json.loads(checkpoint["external_config"])
-    probe = GuidedConfig(checkpoint["model"], checkpoint["dataset"], config_dict=external)
-    external = with_all_catalog_items(external, probe["ITEM_ID_FIELD"])
+    # the training run's item field, from its stored config (no second config to build)
+    external = with_all_catalog_items(external, json.loads(checkpoint["config"])["ITEM_ID_FIELD"])
     config = GuidedConfig(checkpoint["model"], checkpoint["dataset"], config_dict=external)
     data = prepare_data(config)
     if "user_tokens" in checkpoint and checkpoint["user_tokens"] != user_tokens(data.dataset):
