@@ -24,8 +24,9 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from recbole_guided.benchmark import load_sweep  # noqa: E402
-from recbole_guided.benchmark_report import read_rows  # noqa: E402
+from recbole_guided.benchmark_report import pooled_pairs, read_rows  # noqa: E402
 from recbole_guided.evaluation import RunRanks, UserRanks  # noqa: E402
+from recbole_guided.paired_test import paired_rank_change  # noqa: E402
 
 GROUPS = ["cold", "warm", "all"]
 
@@ -46,26 +47,15 @@ PAIRS = [("base", "guided"), ("random-guided", "guided"), ("guided-cold-train", 
 
 
 def paired_ranks(rows: list[dict], results_dir: Path, model: str, a: str, b: str) -> str | None:
-    """Cold targets' ranks under ``b`` against ``a``, same users and seeds: how many rank higher, the
-    median rank ratio, and the Wilcoxon signed-rank p of the log ranks (NDCG@10 is 0 for every cold
-    user under every variant here, so the rank is what can be compared)."""
-    from scipy import stats
-
-    ra, rb = [], []
-    for seed in sorted({r["seed"] for r in rows}):
-        pair = [next((r for r in rows if (r["model"], r["variant"], r["seed"]) == (model, v, seed)), None) for v in (a, b)]
-        if None in pair:
-            continue
-        x, y = (RunRanks.read(results_dir / r["ranks_file"]) for r in pair)
-        values = x.paired_values(y, "full", "cold", "mrr", 10 ** 9)  # reciprocal rank: 1 / rank
-        ra.append(1 / values[0])
-        rb.append(1 / values[1])
-    if not ra:
+    """Cold targets' ranks under ``b`` against ``a``, same users and seeds (NDCG@10 is 0 for every
+    cold user under every variant here, so the rank is what can be compared)."""
+    pairs = pooled_pairs([r for r in rows if r["model"] == model], results_dir, a, b, "full", "cold", "rank")
+    if pairs is None:
         return None
-    ra, rb = np.concatenate(ra), np.concatenate(rb)
-    p = stats.wilcoxon(np.log(rb), np.log(ra)).pvalue
-    return (f"| `{b}` vs `{a}` | {len(ra)} | {int((rb < ra).sum())} | {np.median(rb / ra):.2f} | "
-            f"{'<0.001' if p < 0.001 else f'{p:.3f}'} |")
+    c = paired_rank_change(pairs[0], pairs[1], runs=pairs[2])
+    p = "<0.001" if c.p < 0.001 else f"{c.p:.3f}"
+    return (f"| `{b}` vs `{a}` | {c.users} | {round(c.higher * c.users)} | {c.ratio:.2f} [{c.ci_low:.2f}, "
+            f"{c.ci_high:.2f}] | {p} |")
 
 
 def table(rows: list[dict], results_dir: Path, models: list[str], variants: list[str]) -> str:
@@ -127,9 +117,10 @@ def main() -> None:
     for model in models:
         lines = [paired_ranks(rows, results.parent, model, a, b) for a, b in PAIRS]
         text += (f"\n\n{model}, cold users, paired over the same users and seeds: how often the new target ranks "
-                 "higher under the first variant, the median ratio of its rank (first / second), and the Wilcoxon "
-                 "signed-rank p of the log ranks.\n\n| comparison | user x seed pairs | ranked higher | median rank "
-                 "ratio | p |\n|---|---|---|---|---|\n" + "\n".join(line for line in lines if line))
+                 "higher under the first variant, the geometric mean of the ratio of its rank (first / second; "
+                 "below 1: the first ranks it higher) with its 95% bootstrap interval (seeds, then users), and "
+                 "the Wilcoxon signed-rank p of the log ranks.\n\n| comparison | user x seed pairs | ranked "
+                 "higher | rank ratio [95% CI] | p |\n|---|---|---|---|---|\n" + "\n".join(line for line in lines if line))
     (REPO / "benchmarks" / "results" / "cold_start_table.md").write_text(
         f"`python benchmarks/cold_start_summary.py --sweep={Path(args.sweep).name}` from `{sweep['results']}`; "
         f"{sweep['datasets'][0]}, leave-one-out, full ranking over all items unless marked uni100.\n\n{text}\n")

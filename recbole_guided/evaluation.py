@@ -149,10 +149,13 @@ class RunRanks:
     def paired_values(self, other: "RunRanks", mode: str, group: str, metric: str,
                       k: int) -> tuple[np.ndarray, np.ndarray]:
         """This run's and ``other``'s per-user values on the users both have, in ``group`` (this
-        run's groups: they come from the training split, which two variants of a seed share)."""
+        run's groups: they come from the training split, which two variants of a seed share);
+        ``metric`` ``"rank"``: the target's rank itself."""
         position = {u: i for i, u in enumerate(other.users)}
         both = [i for i, u in enumerate(self.users) if u in position and self.groups[group][i]]
         theirs = [position[self.users[i]] for i in both]
+        if metric == "rank":
+            return self.ranks[mode][both], other.ranks[mode][theirs]
         return self.values(mode, metric, k)[both], other.values(mode, metric, k)[theirs]
 
 

@@ -65,6 +65,9 @@ def test_sweep_appends_rows_resumes_and_reports(tiny_root, tmp_path, monkeypatch
     paired = next(line for line in text.splitlines() if line.startswith("| `guided` vs `base` |"))
     cells = [c.strip() for c in paired.split("|")[2:-1]]  # all, tail, head, short, long
     assert len(cells) == 5 and "(p" in cells[0] and all("(p" in c or c == "–" for c in cells)
+    # and by the target's rank, which also counts the users outside the top 10
+    ranked = [line for line in text.splitlines() if line.startswith("| `guided` vs `base` |") and "higher (p" in line]
+    assert ranked and all(c.strip().startswith("×") or c.strip() == "–" for c in ranked[0].split("|")[2:-1])
     assert "Every run: at most 1 epochs, patience 5." in text and "GuidedGRU4Rec only: {'stopping_step': 5}" in text
     # guided against the ablation it has, with what that ablation tests
     assert "| random-guided | the LLM's content (random vectors in its place) | " in text

@@ -7,7 +7,7 @@ from recbole.utils import init_seed
 
 from recbole_guided.compat import SafeTrainer
 from recbole_guided.evaluation import RunRanks, UserRanks, group_metrics, head_items, run_ranks, target_ranks, user_groups
-from recbole_guided.paired_test import paired_change
+from recbole_guided.paired_test import paired_change, paired_rank_change
 from recbole_guided.pipeline import Prepared, sampled_test_data
 
 
@@ -81,6 +81,24 @@ def test_paired_change_finds_a_real_difference_and_none_where_there_is_none():
     cold = paired_change(np.zeros(900), better)
     assert cold.change != cold.change and cold.difference == pytest.approx(better.mean())
     assert 0 < cold.diff_low < cold.difference < cold.diff_high and "absolute" in str(cold)
+
+
+def test_paired_rank_change_sees_moves_outside_the_top_ten():
+    rng = np.random.default_rng(0)
+    a = rng.integers(50, 1500, size=600)                        # every target outside the top 10
+    b = np.maximum(1, (a * np.exp(rng.normal(-0.2, 0.5, size=600))).round())  # ranks about 18% better
+    assert paired_change(1 / np.log2(a + 1) * (a <= 10), 1 / np.log2(b + 1) * (b <= 10)).p == 1.0  # NDCG@10 sees nothing
+    moved = paired_rank_change(a, b)
+    assert moved.p < 0.001 and moved.ci_low < moved.ratio < moved.ci_high < 1
+    assert moved.ratio == pytest.approx(np.exp(-0.2), abs=0.06) and moved.higher > 0.6
+    same = paired_rank_change(a, a)
+    assert same.ratio == 1 and same.p == 1.0 and same.higher == 0.5
+    noise = paired_rank_change(a, rng.permutation(a))           # same ranks, unpaired order: no move
+    assert noise.ci_low < 1 < noise.ci_high
+    runs = np.repeat([0, 1, 2], 200)
+    assert paired_rank_change(a, b, runs=runs).ratio == moved.ratio
+    with pytest.raises(ValueError, match="start at 1"):
+        paired_rank_change(a - 50, b)
 
 
 def test_attributes_share_of_the_ranking_grows_with_the_guided_scale(tiny_root):
