@@ -1,7 +1,7 @@
 """``run_recbole_guided.py benchmark``: run the sweep (resumable), then write its report.
 
-    python run_recbole_guided.py benchmark --sweep=benchmarks/configs/ml-100k.yaml
-    python run_recbole_guided.py benchmark --sweep=benchmarks/configs/ml-100k.yaml --report_only=True
+    python run_recbole_guided.py benchmark   (the evidence sweep, benchmarks/configs/ml-100k-5seeds.yaml)
+    python run_recbole_guided.py benchmark --sweep=benchmarks/configs/ml-100k.yaml --report=docs/benchmarks-3seeds-smollm2.md --report_only=True
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _part_of(sweep: dict, key: str, given: str | None, kind) -> list:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="run_recbole_guided.py benchmark")
-    parser.add_argument("--sweep", default=str(ROOT / "benchmarks" / "configs" / "ml-100k.yaml"))
+    parser.add_argument("--sweep", default=str(ROOT / "benchmarks" / "configs" / "ml-100k-5seeds.yaml"))
     parser.add_argument("--report_only", default="False", choices=["True", "False"])
     parser.add_argument("--report", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--variants", default=None, help="comma separated: run only these variants now, in this order")
