@@ -201,25 +201,26 @@ def group_tables(rows: list[dict], variants: list[str], results: Path, groups=be
                 out.append("\nChange of NDCG@10, paired over the same users and seeds (95% two-level bootstrap "
                            "interval: seeds, then users within them; Wilcoxon signed-rank p over the pooled "
                            "user x seed pairs, which does not count the seed-to-seed spread: read the interval):\n")
-                out.append("| comparison | " + " | ".join(head) + " |")
-                out.append("|---|" + "---|" * len(head))
-                for a, b in pairs:
-                    cells = [paired_over_users(mine, results.parent, a, b, mode, g) for g in head]
-                    if set(cells) != {"–"}:  # a variant not run yet has no row
-                        out.append(f"| `{b}` vs `{a}` | " + " | ".join(cells) + " |")
+                out += comparison_rows(pairs, head, lambda a, b, g: paired_over_users(mine, results.parent, a, b, mode, g))
                 out.append("\nThe target's rank, paired over the same users and seeds: the geometric mean of the "
                            "rank ratio (below 1: the first variant ranks the target higher) with its 95% two-level "
                            "bootstrap interval, the share of users it ranks higher, and the Wilcoxon p of the log "
                            "ranks. Unlike NDCG@10 it counts every user, also those whose target is outside the "
                            "top 10 under both variants:\n")
-                out.append("| comparison | " + " | ".join(head) + " |")
-                out.append("|---|" + "---|" * len(head))
-                for a, b in pairs:
-                    cells = [paired_ranks_over_users(mine, results.parent, a, b, mode, g) for g in head]
-                    if set(cells) != {"–"}:
-                        out.append(f"| `{b}` vs `{a}` | " + " | ".join(cells) + " |")
+                out += comparison_rows(pairs, head,
+                                       lambda a, b, g: paired_ranks_over_users(mine, results.parent, a, b, mode, g))
             out.append("")
     return "\n".join(out)
+
+
+def comparison_rows(pairs, head: list[str], cell) -> list[str]:
+    """A Markdown table, one row per ``(a, b)`` pair, one ``cell(a, b, group)`` per group."""
+    out = ["| comparison | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    for a, b in pairs:
+        cells = [cell(a, b, g) for g in head]
+        if set(cells) != {"–"}:  # a variant not run yet has no row
+            out.append(f"| `{b}` vs `{a}` | " + " | ".join(cells) + " |")
+    return out
 
 
 def frontier_section(path: Path) -> str:
