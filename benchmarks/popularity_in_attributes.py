@@ -14,6 +14,10 @@ Two measurements, written to benchmarks/results/popularity_in_attributes.json:
    rank of tail and head targets under the whole score and under its base part alone.
 
     python benchmarks/popularity_in_attributes.py --checkpoints saved/GuidedSASRec-...pth ...
+
+``--residualized_file PATH`` also writes the shipped ratings with each item's mean removed and then
+each attribute's linear fit on training log popularity subtracted: the popularity-free ratings
+for a run with ``--guided_file=PATH --guided_center=none``.
 """
 
 from __future__ import annotations
@@ -71,6 +75,21 @@ def file_rows() -> list[dict]:
     return rows
 
 
+def write_residualized(path: Path) -> None:
+    table = read_table(FILES["qwen2.5-1.5b (shipped)"])
+    ratings = table.iloc[:, 1:].to_numpy(float)
+    ratings = ratings - ratings.mean(axis=1, keepdims=True)  # centered first: centering after would put popularity back
+    log_pop = training_log_popularity(REPO / "dataset" / "ml-100k" / "ml-100k.inter", table.iloc[:, 0])
+    design = np.c_[np.ones_like(log_pop), log_pop]
+    fit, *_ = np.linalg.lstsq(design, ratings, rcond=None)
+    header = open(FILES["qwen2.5-1.5b (shipped)"]).readline()
+    body = pd.DataFrame(ratings - design @ fit).round(4)
+    body.insert(0, "item", table.iloc[:, 0])
+    with open(path, "w") as f:
+        f.write(header)
+        body.to_csv(f, sep="\t", header=False, index=False)
+
+
 def checkpoint_row(path: str) -> dict:
     import torch
 
@@ -113,8 +132,11 @@ def checkpoint_row(path: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoints", nargs="*", default=[])
+    parser.add_argument("--residualized_file", default=None)
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "popularity_in_attributes.json"))
     args = parser.parse_args()
+    if args.residualized_file:
+        write_residualized(Path(args.residualized_file))
     result = {"command": "python benchmarks/popularity_in_attributes.py " + " ".join(sys.argv[1:]),
               "machine": f"{platform.machine()}, Python {platform.python_version()}",
               "popularity R^2 from the ratings": file_rows(),
