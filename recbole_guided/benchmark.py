@@ -160,7 +160,7 @@ def keep_ranks(results: Path, dataset, model, variant, seed, result) -> str:
 
 def run_sweep(sweep: dict, cmd_args=()) -> Path:
     """Run every (dataset, model, seed, variant) not yet in the results CSV."""
-    from recbole_guided.quick_start import run_recbole_guided
+    from recbole_guided.quick_start import parent_result, run_recbole_guided
 
     results = ROOT / sweep["results"]
     header = columns(sweep_groups(sweep))
@@ -185,6 +185,13 @@ def run_sweep(sweep: dict, cmd_args=()) -> Path:
                         append_row(results, _row(dataset, model, "base", seed, baseline, kept), header)
                     kept = keep_ranks(results, dataset, model, variant, seed, result)
                     append_row(results, _row(dataset, model, variant, seed, result, kept), header)
+                if "base" in sweep["variants"] and (dataset, model, "base", seed) not in done_runs(results):
+                    # The seed's Guided variants were all done before `base` was asked for (or none
+                    # trains a parent): the base stage alone gives it, reusing its record if it has one.
+                    settings = with_dataset(run_settings(sweep, model, "base", seed), dataset)
+                    baseline = parent_result(model, dataset, config_files, settings, cmd_args)
+                    kept = keep_ranks(results, dataset, model, "base", seed, baseline)
+                    append_row(results, _row(dataset, model, "base", seed, baseline, kept), header)
     return results
 
 

@@ -73,6 +73,16 @@ def _run(model, dataset, config_file_list, config_dict, saved, cmd_args, resume_
     return result
 
 
+def parent_result(model, dataset, config_file_list=None, config_dict=None, cmd_args=()) -> dict | None:
+    """The base stage's result for a Guided model's run, without the Guided model: the parent as
+    RecBole ships it, reused from ``saved/base/`` when a run with these settings trained it
+    (``None`` when the run's base part comes from a file and no parent is trained)."""
+    config = GuidedConfig(model, dataset, config_file_list, config_dict, cmd_args)
+    init_logger(config)
+    return run_base_stage(config, GuidedOptions.from_config(config), dataset, config_file_list, config_dict,
+                          cmd_args)
+
+
 def _public(result: dict) -> dict:
     return {k: v for k, v in result.items() if not k.startswith("_")}
 
