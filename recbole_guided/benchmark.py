@@ -87,6 +87,14 @@ def load_sweep(path) -> dict:
     return sweep
 
 
+def report_path(sweep: dict) -> Path:
+    """Where a sweep's report goes unless ``--report`` says: its own ``report`` key, else beside its
+    results (so that no sweep overwrites another's report by default)."""
+    if sweep.get("report"):
+        return ROOT / sweep["report"]
+    return (ROOT / sweep["results"]).with_suffix(".md")
+
+
 def run_settings(sweep: dict, model: str, variant: str, seed: int) -> dict:
     """The sweep's settings, then the model's own (e.g. a longer epoch budget), then the variant's."""
     model_settings = (sweep.get("model_settings") or {}).get(model) or {}

@@ -119,6 +119,23 @@ def test_partial_sweep_filters_must_name_what_the_sweep_has(tmp_path):
             main([f"--sweep={sweep_file}", flag])
 
 
+def test_each_sweep_writes_its_own_report_by_default(tiny_root, tmp_path, monkeypatch):
+    """A sweep without --report must not overwrite another sweep's report (docs/benchmarks.md)."""
+    monkeypatch.setattr(benchmark, "ROOT", tmp_path)
+    from recbole_guided.benchmark_command import main
+
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_config(tiny_root)))
+    sweep = {"datasets": ["tiny"], "models": ["GuidedGRU4Rec"], "seeds": [1], "variants": ["base"],
+             "config_files": ["tiny.yaml"], "results": "results/mine.csv"}
+    (tmp_path / "own.yaml").write_text(yaml.safe_dump(sweep))
+    (tmp_path / "named.yaml").write_text(yaml.safe_dump({**sweep, "report": "docs/named.md"}))
+    main([f"--sweep={tmp_path / 'own.yaml'}", "--report_only=True"])
+    main([f"--sweep={tmp_path / 'named.yaml'}", "--report_only=True"])
+    assert (tmp_path / "results" / "mine.md").is_file() and (tmp_path / "docs" / "named.md").is_file()
+    assert not (tmp_path / "docs" / "benchmarks.md").exists()
+    assert "--report=" not in (tmp_path / "docs" / "named.md").read_text()  # the default needs no flag
+
+
 def test_base_row_recorded_once_when_a_parallel_process_records_it_first(tiny_root, tmp_path, monkeypatch):
     """Two sweep processes on one seed (``--variants`` split between them) both run the base stage;
     the one that finishes second must see the other's base row and not write a second one."""
