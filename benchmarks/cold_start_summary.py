@@ -24,8 +24,8 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from recbole_guided.benchmark import load_sweep  # noqa: E402
-from recbole_guided.benchmark_report import pooled_pairs, read_rows  # noqa: E402
-from recbole_guided.evaluation import RunRanks, UserRanks  # noqa: E402
+from recbole_guided.benchmark_report import pooled_pairs, read_ranks, read_rows  # noqa: E402
+from recbole_guided.evaluation import UserRanks  # noqa: E402
 from recbole_guided.paired_test import paired_rank_change  # noqa: E402
 
 GROUPS = ["cold", "warm", "all"]
@@ -35,7 +35,7 @@ def pooled(rows: list[dict], results_dir: Path, group: str, metric: str = "ndcg"
     """``metric``@10 of every test case of ``group`` over the rows' runs (user x seed); ``rank``: the rank."""
     values = []
     for row in rows:
-        ranks = RunRanks.read(results_dir / row["ranks_file"])
+        ranks = read_ranks(results_dir / row["ranks_file"])
         mask = ranks.groups[group]
         by_user = UserRanks(ranks.users, ranks.targets, ranks.ranks[mode])
         values.append((by_user.ranks if metric == "rank" else by_user.metric(metric, 10))[mask])

@@ -82,7 +82,7 @@ def write_residualized(path: Path) -> None:
     log_pop = training_log_popularity(REPO / "dataset" / "ml-100k" / "ml-100k.inter", table.iloc[:, 0])
     design = np.c_[np.ones_like(log_pop), log_pop]
     fit, *_ = np.linalg.lstsq(design, ratings, rcond=None)
-    header = open(FILES["qwen2.5-1.5b (shipped)"]).readline()
+    header = FILES["qwen2.5-1.5b (shipped)"].read_text().split("\n", 1)[0] + "\n"
     body = pd.DataFrame(ratings - design @ fit).round(4)
     body.insert(0, "item", table.iloc[:, 0])
     with open(path, "w") as f:
@@ -93,7 +93,7 @@ def write_residualized(path: Path) -> None:
 def checkpoint_row(path: str) -> dict:
     import torch
 
-    from recbole_guided.evaluation import decompose, head_items
+    from recbole_guided.evaluation import UserRanks, decompose, head_items
     from recbole_guided.quick_start import load_guided_model
 
     torch.set_num_threads(1)
@@ -123,7 +123,7 @@ def checkpoint_row(path: str) -> dict:
            "tail users": int(tail.sum()), "head users": int((~tail).sum())}
     for name, parts in ranks.items():
         rank = np.concatenate(parts)
-        ndcg = np.where(rank <= 10, 1 / np.log2(rank + 1), 0.0)
+        ndcg = UserRanks(None, None, rank).metric("ndcg", 10)
         row[name] = {"ndcg@10 tail": float(ndcg[tail].mean()), "ndcg@10 head": float(ndcg[~tail].mean()),
                      "median rank tail": float(np.median(rank[tail])), "median rank head": float(np.median(rank[~tail]))}
     return row

@@ -187,20 +187,27 @@ def run_sweep(sweep: dict, cmd_args=()) -> Path:
                     # The base stage ran (or was reused) with the same data, split and seed. Read the
                     # CSV again: a parallel sweep process may have recorded it while this run trained.
                     baseline = result["baseline"]  # None when the base part came from a file (text-*)
-                    if "base" in sweep["variants"] and baseline is not None \
-                            and (dataset, model, "base", seed) not in done_runs(results):
-                        kept = keep_ranks(results, dataset, model, "base", seed, baseline)
-                        append_row(results, _row(dataset, model, "base", seed, baseline, kept), header)
-                    kept = keep_ranks(results, dataset, model, variant, seed, result)
-                    append_row(results, _row(dataset, model, variant, seed, result, kept), header)
-                if "base" in sweep["variants"] and (dataset, model, "base", seed) not in done_runs(results):
+                    if baseline is not None and base_missing(sweep, results, dataset, model, seed):
+                        record_run(results, header, (dataset, model, "base", seed), baseline)
+                    record_run(results, header, (dataset, model, variant, seed), result)
+                if base_missing(sweep, results, dataset, model, seed):
                     # The seed's Guided variants were all done before `base` was asked for (or none
                     # trains a parent): the base stage alone gives it, reusing its record if it has one.
                     settings = with_dataset(run_settings(sweep, model, "base", seed), dataset)
                     baseline = parent_result(model, dataset, config_files, settings, cmd_args)
-                    kept = keep_ranks(results, dataset, model, "base", seed, baseline)
-                    append_row(results, _row(dataset, model, "base", seed, baseline, kept), header)
+                    record_run(results, header, (dataset, model, "base", seed), baseline)
     return results
+
+
+def base_missing(sweep: dict, results: Path, dataset, model, seed) -> bool:
+    """The sweep asks for ``base`` and the CSV has no such row yet (read each time: a parallel
+    sweep process may have written it meanwhile)."""
+    return "base" in sweep["variants"] and (dataset, model, "base", seed) not in done_runs(results)
+
+
+def record_run(results: Path, header: list[str], run: tuple, result: dict) -> None:
+    """Keep a run's per-user ranks beside the CSV and append its row; ``run``: (dataset, model, variant, seed)."""
+    append_row(results, _row(*run, result, keep_ranks(results, *run, result)), header)
 
 
 def prepare_new_items(sweep: dict, config_files: list[str]) -> None:

@@ -136,7 +136,7 @@ def pooled_pairs(rows: list[dict], results_dir: Path, a: str, b: str, mode: str,
         row_b = by.get((b, seed))
         if variant != a or row_b is None:
             continue
-        ra, rb = (_ranks(results_dir / r["ranks_file"]) for r in (row_a, row_b))
+        ra, rb = (read_ranks(results_dir / r["ranks_file"]) for r in (row_a, row_b))
         if mode not in ra.ranks or mode not in rb.ranks:
             continue
         a_values, b_values = ra.paired_values(rb, mode, group, metric, k)
@@ -168,7 +168,8 @@ def paired_ranks_over_users(rows: list[dict], results_dir: Path, a: str, b: str,
 _RANKS: dict[Path, RunRanks] = {}
 
 
-def _ranks(path: Path) -> RunRanks:
+def read_ranks(path: Path) -> RunRanks:
+    """A run's rank file, read once per process (a report reads each many times)."""
     if path not in _RANKS:
         _RANKS[path] = RunRanks.read(path)
     return _RANKS[path]
