@@ -38,7 +38,12 @@ VARIANTS = {
     # the base part from a text encoder (`embed-items`) instead of the parent's trained table
     "text-base": {"use_guided": False, "base_embedding_file": "{data_path}/{dataset}.text.npz"},
     "text-guided": {"user_guided": True, "base_embedding_file": "{data_path}/{dataset}.text.npz"},
+    # the accuracy-interpretability frontier: `guided` with the attributes weighted k times `auto`
+    "guided-scale2": {"user_guided": True, "guided_scale": "auto*2"},
+    "guided-scale4": {"user_guided": True, "guided_scale": "auto*4"},
+    "guided-scale8": {"user_guided": True, "guided_scale": "auto*8"},
 }
+FRONTIER = ["guided", "guided-scale2", "guided-scale4", "guided-scale8"]  # in order of the attributes' weight
 METRICS = ["mrr@10", "ndcg@10", "recall@10", "mrr@20", "ndcg@20", "recall@20", "hit@10"]
 GROUPS = ["tail", "head", "short", "long"]  # evaluation.py: the target's popularity, the user's history length
 # (a sweep may name others of evaluation.GROUPS, e.g. cold and warm, with its `groups` key)

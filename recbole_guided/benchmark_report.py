@@ -224,30 +224,48 @@ def comparison_rows(pairs, head: list[str], cell) -> list[str]:
     return out
 
 
-def frontier_section(path: Path) -> str:
-    """``benchmarks/frontier.py``'s runs: the attributes' share of the ranking against NDCG@10."""
-    if not path.is_file():
+def frontier_section(sweep_path: Path) -> str:
+    """The accuracy-interpretability frontier from the sweep at ``sweep_path``: its ``guided`` runs
+    at growing ``guided_scale`` (``benchmark.FRONTIER``), the attributes' share of each user's
+    ranking against NDCG@10 and the target's rank, paired with the parent on the same users."""
+    sweep = benchmark.load_sweep(benchmark.ROOT / sweep_path)
+    results = benchmark.ROOT / sweep["results"]
+    rows = read_rows(results)
+    out = []
+    for dataset, model in sorted({(r["dataset"], r["model"]) for r in rows}):
+        mine = [r for r in rows if (r["dataset"], r["model"]) == (dataset, model)]
+        scales = [v for v in benchmark.FRONTIER if any(r["variant"] == v for r in mine)]
+        if len(scales) < 2:
+            continue
+        out.append(f"\n### {dataset} · {model} ({budget(rows, dataset, model, sweep['results'])})\n")
+        out.append("| variant | guided_scale | seeds | attributes' share | NDCG@10 all | NDCG@10 tail |")
+        out.append("|---|---|---|---|---|---|")
+        for variant in ["base", *scales]:
+            chosen = [r for r in mine if r["variant"] == variant]
+            if not chosen:
+                continue
+            scale = "–" if variant == "base" else f"`{(benchmark.VARIANTS[variant] or {}).get('guided_scale', 'auto')}`"
+            share = mean_std(float(r["guided_share"]) for r in chosen if r["guided_share"])
+            out.append(f"| {variant} | {scale} | {len(chosen)} | {share} | "
+                       f"{mean_std(float(r['test_ndcg@10']) for r in chosen)} | "
+                       f"{mean_std(float(r[benchmark.group_column('full', 'tail')]) for r in chosen)} |")
+        pairs = [("base", v) for v in scales] + [("guided", v) for v in scales[1:]]
+        out.append("\nThe target's rank, paired over the same users and seeds (geometric mean of the rank "
+                   "ratio, 95% two-level bootstrap interval, share of users ranked higher, Wilcoxon p):\n")
+        out += comparison_rows(pairs, ["all", "tail"],
+                               lambda a, b, g: paired_ranks_over_users(mine, results.parent, a, b, "full", g))
+    if not out:
         return ""
-    runs = list(json.loads(path.read_text())["runs"].values())
-    if not runs:
-        return ""
-    out = ["""
+    return f"""
 ## The accuracy-interpretability frontier
 
 How much of each test user's ranking the attributes account for (the variance of the guided part of
 the user's top-100 scores over the variance of the scores, averaged over users;
-`evaluation.guided_share`) as `guided_scale` grows, and NDCG@10 (full ranking) against the parent
-trained in the same run. One seed per scale.
-
-| model | seed | guided_scale | attributes' share | NDCG@10 all | parent | NDCG@10 tail | parent |
-|---|---|---|---|---|---|---|---|"""]
-    for r in runs:
-        g, b = r["groups"]["full"], r["baseline_groups"]["full"]
-        out.append(f"| {r['model']} | {r['seed']} | `{r['guided_scale']}` | {r['guided_share']:.3f} | "
-                   f"{g['all']['ndcg@10']:.4f} | {b['all']['ndcg@10']:.4f} | {g['tail']['ndcg@10']:.4f} | "
-                   f"{b['tail']['ndcg@10']:.4f} |")
-    out.append(f"\nCommand: `{runs[0]['command']}` (commit {runs[0]['commit']}; {runs[0]['machine']}).\n")
-    return "\n".join(out)
+`evaluation.guided_share`) as `guided_scale` grows, against accuracy (full ranking). From the sweep
+`{sweep_path}` (`{sweep['results']}`), whose `guided-scale*` variants are `guided` with the
+attributes weighted k times `auto`:
+`python run_recbole_guided.py benchmark --sweep={sweep_path} --variants={','.join(benchmark.FRONTIER[1:])}`.
+""" + "\n".join(out) + "\n"
 
 
 def capped_base_row(rows: list[dict], parent: str, seed: int) -> dict | None:
@@ -353,7 +371,7 @@ the median test user's. The sampled rows rank the target against 100 uniformly d
 sampled metrics; full ranking is the headline.
 {groups}"""
     if sweep.get("frontier"):
-        text += frontier_section(benchmark.ROOT / sweep["frontier"])
+        text += frontier_section(sweep["frontier"])
     if sweep.get("convergence"):
         text += convergence_section(benchmark.ROOT / sweep["convergence"], rows)
     notes = benchmark.ROOT / sweep["notes"] if sweep.get("notes") else None

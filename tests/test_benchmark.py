@@ -184,14 +184,39 @@ def test_convergence_section_sets_capped_base_against_uncapped(tmp_path):
     assert "BERT4Rec" not in text
 
 
-def test_frontier_section_sets_the_attributes_share_against_ndcg(tmp_path):
-    from recbole_guided.benchmark_report import frontier_section
+def test_frontier_section_sets_the_attributes_share_against_accuracy(tmp_path, monkeypatch):
+    import numpy as np
 
-    groups = {"full": {"all": {"ndcg@10": 0.06}, "tail": {"ndcg@10": 0.01}}}
-    parent = {"full": {"all": {"ndcg@10": 0.058}, "tail": {"ndcg@10": 0.008}}}
-    run = {"model": "GuidedSASRec", "seed": 2020, "guided_scale": "auto*4", "guided_share": 0.25, "groups": groups,
-           "baseline_groups": parent, "command": "python benchmarks/frontier.py", "commit": "abc", "machine": "m"}
-    path = tmp_path / "frontier.json"
-    assert frontier_section(path) == ""
-    path.write_text(json.dumps({"runs": {"a": run}}))
-    assert "| GuidedSASRec | 2020 | `auto*4` | 0.250 | 0.0600 | 0.0580 | 0.0100 | 0.0080 |" in frontier_section(path)
+    from recbole_guided.benchmark_report import frontier_section
+    from recbole_guided.evaluation import RunRanks
+
+    monkeypatch.setattr(benchmark, "ROOT", tmp_path)
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
+        "datasets": ["d"], "models": ["GuidedSASRec"], "seeds": [1, 2], "config_files": [], "results": "r.csv",
+        "variants": ["base", "guided", "guided-scale4"], "frontier": "sweep.yaml"}))
+    assert frontier_section("sweep.yaml") == ""  # no runs yet
+    users = np.array(["u1", "u2", "u3", "u4"])
+    ranks = {"base": [1, 20, 30, 40], "guided": [1, 10, 30, 40], "guided-scale4": [2, 10, 15, 20]}
+    rows = []
+    for seed in (1, 2):
+        for variant, share in (("base", ""), ("guided", "0.0800"), ("guided-scale4", "0.2500")):
+            ranks_file = f"r-ranks/{variant}-{seed}.npz"
+            (tmp_path / "r-ranks").mkdir(exist_ok=True)
+            RunRanks(users, users, {"full": np.array(ranks[variant])},
+                     {"all": np.ones(4, bool), "tail": np.array([False, True, True, True])}).write(tmp_path / ranks_file)
+            rows.append({"dataset": "d", "model": "GuidedSASRec", "variant": variant, "seed": seed,
+                         "test_ndcg@10": 0.05 + seed / 100, "test_tail_ndcg@10": 0.01, "guided_share": share,
+                         "epochs": 8, "stopping_step": 3, "ranks_file": ranks_file})
+    with open(tmp_path / "r.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    text = frontier_section("sweep.yaml")
+    assert "### d · GuidedSASRec (at most 8 epochs, patience 3)" in text
+    assert "| guided-scale4 | `auto*4` | 2 | 0.2500 ± 0.0000 | 0.0650 ± 0.0071 | 0.0100 ± 0.0000 |" in text
+    assert "| base | – | 2 | – |" in text and "| guided | `auto` | 2 | 0.0800 ± 0.0000 |" in text
+    # every rank but the first user's halves, the first doubles: geometric mean (2 * 0.5^3)^(1/4)
+    scale4 = next(line for line in text.splitlines() if line.startswith("| `guided-scale4` vs `base` |"))
+    assert scale4.split("|")[2].strip().startswith(f"×{(2 * 0.5 ** 3) ** 0.25:.2f}")
+    assert scale4.split("|")[3].strip().startswith("×0.50")  # the tail users: all three halve
+    assert "| `guided-scale4` vs `guided` |" in text and "--variants=guided-scale2,guided-scale4,guided-scale8" in text
