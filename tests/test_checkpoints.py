@@ -26,6 +26,25 @@ def test_checkpoint_reloads_with_weights_only_and_scores_identically(tiny_root, 
         torch.testing.assert_close(model.full_sort_predict(batch), trained.full_sort_predict(batch), rtol=0, atol=0)
 
 
+def test_checkpoint_reloads_with_the_options_it_was_trained_with(tiny_root, tmp_path):
+    import json
+
+    config, *_ = prepare("GuidedSASRec", tiny_root, guided_center="none")
+    path = train_and_evaluate(config)["saved_model_file"]
+    checkpoint = load_checkpoint(path)
+    # a default the run did not set explicitly, changed since: the stored value wins, not today's
+    external = {k: v for k, v in json.loads(checkpoint["external_config"]).items() if k != "guided_center"}
+    save_checkpoint(tmp_path / "a.pth", **{**checkpoint, "external_config": json.dumps(external)})
+    loaded, *_ = load_guided_model(tmp_path / "a.pth")
+    assert loaded["guided_center"] == "none"
+    # written before an option existed: the value that reproduces the behaviour it was trained with
+    stored = {k: v for k, v in json.loads(checkpoint["config"]).items() if k not in ("guided_center", "cold_items")}
+    save_checkpoint(tmp_path / "b.pth", **{**checkpoint, "external_config": json.dumps(external),
+                                           "config": json.dumps(stored)})
+    loaded, *_ = load_guided_model(tmp_path / "b.pth")
+    assert (loaded["guided_center"], loaded["cold_items"]) == ("none", "train")
+
+
 class Payload:
     def __reduce__(self):
         return (print, ("this would run on load",))
