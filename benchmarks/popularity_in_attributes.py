@@ -93,13 +93,13 @@ def write_residualized(path: Path) -> None:
 def checkpoint_row(path: str) -> dict:
     import torch
 
-    from recbole_guided.evaluation import UserRanks, decompose, head_items
+    from recbole_guided.evaluation import UserRanks, decompose, head_items, training_counts
     from recbole_guided.quick_start import load_guided_model
 
     torch.set_num_threads(1)
     config, model, dataset, train_data, _, test_data = load_guided_model(path)
-    counts = np.bincount(train_data.dataset.inter_feat[dataset.iid_field].numpy(), minlength=dataset.item_num)
-    head = head_items(counts.astype(float))
+    counts, _ = training_counts(train_data.dataset)  # the evaluation's groups, from the same counts
+    head = head_items(counts)
     ranks = {"whole score": [], "base part alone": []}
     tail, guided_mean = [], []
     for interaction, history, users, targets in test_data:
@@ -115,10 +115,8 @@ def checkpoint_row(path: str) -> dict:
         guided_mean.append(guided.sum(0).numpy())
     tail = np.concatenate(tail)
     mean_guided = np.sum(guided_mean, axis=0)[1:] / len(tail)
-    stored = json.loads(torch.load(path, map_location="cpu", weights_only=False)["config"])
     row = {"checkpoint": path, "seed": config["seed"], "guided_source": config["guided_source"],
-           # as the run had it (a checkpoint from before the option existed ran on raw ratings)
-           "guided_center": stored.get("guided_center") or "none (before the option)",
+           "guided_center": config["guided_center"],  # as trained (load_guided_model.trained_options)
            "spearman(guided part, log popularity)": float(spearmanr(mean_guided, np.log1p(counts[1:]))[0]),
            "tail users": int(tail.sum()), "head users": int((~tail).sum())}
     for name, parts in ranks.items():

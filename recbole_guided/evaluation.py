@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
 
-from recbole_guided.training_split import training_histories, warm_items
+from recbole_guided.training_split import training_pairs, warm_items
 
 HEAD_SHARE = 0.8
 GROUPS = ("all", "tail", "head", "short", "long", "cold", "warm")
@@ -75,11 +75,8 @@ def target_ranks(trainer, eval_data) -> UserRanks:
 
 def training_counts(train_dataset) -> tuple[np.ndarray, np.ndarray]:
     """``(item popularity, user history length)`` over the training split, indexed by internal id."""
-    histories = training_histories(train_dataset)
-    popularity = np.zeros(train_dataset.item_num, dtype=np.int64)
-    for items in histories:
-        popularity[list(items)] += 1
-    return popularity, np.array([len(items) for items in histories])
+    users, items = training_pairs(train_dataset)
+    return np.bincount(items, minlength=train_dataset.item_num), np.bincount(users, minlength=train_dataset.user_num)
 
 
 def head_items(popularity: np.ndarray, share: float = HEAD_SHARE) -> np.ndarray:

@@ -9,17 +9,26 @@ from __future__ import annotations
 import numpy as np
 
 
+def training_pairs(train_dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``(user id, item id)`` pairs of the training split, sorted by user, then item."""
+    inter = train_dataset.inter_feat
+    items = [inter[train_dataset.iid_field].numpy()[:, None]]
+    list_field = train_dataset.iid_field + train_dataset.config["LIST_SUFFIX"]
+    if list_field in inter:
+        items.append(inter[list_field].numpy())
+    items = np.hstack(items)
+    users = np.repeat(inter[train_dataset.uid_field].numpy().astype(np.int64), items.shape[1])
+    items = items.ravel().astype(np.int64)
+    known = items != 0  # list padding
+    codes = np.unique(users[known] * train_dataset.item_num + items[known])
+    return codes // train_dataset.item_num, codes % train_dataset.item_num
+
+
 def training_histories(train_dataset) -> list[set[int]]:
     """Item ids each user interacted with in the training split (index = user id)."""
-    inter = train_dataset.inter_feat
-    users = inter[train_dataset.uid_field].numpy()
-    targets = inter[train_dataset.iid_field].numpy()
-    lists = inter[train_dataset.iid_field + train_dataset.config["LIST_SUFFIX"]].numpy()
-    histories = [set() for _ in range(train_dataset.user_num)]
-    for user, target, items in zip(users, targets, lists):
-        histories[user].add(int(target))
-        histories[user].update(int(i) for i in items if i)
-    return histories
+    users, items = training_pairs(train_dataset)
+    bounds = np.searchsorted(users, np.arange(train_dataset.user_num + 1))
+    return [set(items[a:b].tolist()) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def warm_items(train_dataset) -> np.ndarray:

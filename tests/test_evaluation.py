@@ -46,6 +46,26 @@ def test_groups_split_by_target_popularity_and_history_length(tiny_root):
     assert groups["all"].sum() == len(users) == 24
 
 
+def test_training_histories_are_each_users_items_but_the_last_two(tiny_root):
+    from recbole_guided.evaluation import training_counts
+    from recbole_guided.training_split import training_histories
+
+    _, dataset, (train, _, _), _ = prepare("GuidedSASRec", tiny_root)
+    lines = [line.split("\t") for line in (tiny_root / "tiny" / "tiny.inter").read_text().splitlines()[1:]]
+    expected = {}
+    for user, item, _ in sorted(lines, key=lambda f: (f[0], float(f[2]))):
+        expected.setdefault(user, []).append(item)
+    users, items = dataset.field2id_token["user_id"], dataset.field2id_token["item_id"]
+    histories = training_histories(train.dataset)
+    assert histories[0] == set()  # padding user
+    # leave-one-out: validation and test (the last two) are not training items
+    assert {users[u]: {items[i] for i in h} for u, h in enumerate(histories) if u} == {
+        user: set(seen[:-2]) for user, seen in expected.items()}
+    popularity, length = training_counts(train.dataset)
+    assert length.tolist() == [len(h) for h in histories] and popularity.sum() == length.sum()
+    assert popularity.tolist() == [sum(i in h for h in histories) for i in range(len(items))]
+
+
 def test_modes_are_aligned_by_user_and_round_trip(tmp_path, tiny_root):
     _, dataset, *_ = prepare("GuidedSASRec", tiny_root)
     full = UserRanks(np.array([3, 1, 2]), np.array([5, 6, 7]), np.array([1, 2, 3]))
