@@ -237,21 +237,26 @@ def frontier_section(sweep_path: Path) -> str:
         scales = [v for v in benchmark.FRONTIER if any(r["variant"] == v for r in mine)]
         if len(scales) < 2:
             continue
-        out.append(f"\n### {dataset} · {model} ({budget(rows, dataset, model, sweep['results'])})\n")
-        out.append("| variant | guided_scale | seeds | attributes' share | NDCG@10 all | NDCG@10 tail |")
-        out.append("|---|---|---|---|---|---|")
-        for variant in ["base", *scales]:
-            chosen = [r for r in mine if r["variant"] == variant]
+        # the levels over the seeds every variant shown has, so that a column compares like with like
+        shown = [v for v in ("base", *scales) if any(r["variant"] == v for r in mine)]
+        seeds = sorted(set.intersection(*({r["seed"] for r in mine if r["variant"] == v} for v in shown)), key=int)
+        out.append(f"\n### {dataset} · {model} ({budget(rows, dataset, model, sweep['results'])}; "
+                   f"seeds {', '.join(seeds) or 'none in common yet'})\n")
+        out.append("| variant | guided_scale | attributes' share | NDCG@10 all | NDCG@10 tail |")
+        out.append("|---|---|---|---|---|")
+        for variant in shown:
+            chosen = [r for r in mine if r["variant"] == variant and r["seed"] in seeds]
             if not chosen:
                 continue
             scale = "–" if variant == "base" else f"`{(benchmark.VARIANTS[variant] or {}).get('guided_scale', 'auto')}`"
             share = mean_std(float(r["guided_share"]) for r in chosen if r["guided_share"])
-            out.append(f"| {variant} | {scale} | {len(chosen)} | {share} | "
+            out.append(f"| {variant} | {scale} | {share} | "
                        f"{mean_std(float(r['test_ndcg@10']) for r in chosen)} | "
                        f"{mean_std(float(r[benchmark.group_column('full', 'tail')]) for r in chosen)} |")
         pairs = [("base", v) for v in scales] + [("guided", v) for v in scales[1:]]
-        out.append("\nThe target's rank, paired over the same users and seeds (geometric mean of the rank "
-                   "ratio, 95% two-level bootstrap interval, share of users ranked higher, Wilcoxon p):\n")
+        out.append("\nThe target's rank, paired over the same users and the seeds both variants have "
+                   "(geometric mean of the rank ratio, 95% two-level bootstrap interval, share of users "
+                   "ranked higher, Wilcoxon p):\n")
         out += comparison_rows(pairs, ["all", "tail"],
                                lambda a, b, g: paired_ranks_over_users(mine, results.parent, a, b, "full", g))
     if not out:
@@ -262,8 +267,9 @@ def frontier_section(sweep_path: Path) -> str:
 How much of each test user's ranking the attributes account for (the variance of the guided part of
 the user's top-100 scores over the variance of the scores, averaged over users;
 `evaluation.guided_share`) as `guided_scale` grows, against accuracy (full ranking). From the sweep
-`{sweep_path}` (`{sweep['results']}`), whose `guided-scale*` variants are `guided` with the
-attributes weighted k times `auto`:
+`{sweep_path}` (`{sweep['results']}`; settings {sweep.get('settings') or {}} over
+{sweep['config_files']}), whose `guided-scale*` variants are `guided` with the attributes weighted
+k times `auto`:
 `python run_recbole_guided.py benchmark --sweep={sweep_path} --variants={','.join(benchmark.FRONTIER[1:])}`.
 """ + "\n".join(out) + "\n"
 

@@ -212,9 +212,9 @@ def test_frontier_section_sets_the_attributes_share_against_accuracy(tmp_path, m
         writer.writeheader()
         writer.writerows(rows)
     text = frontier_section("sweep.yaml")
-    assert "### d · GuidedSASRec (at most 8 epochs, patience 3)" in text
-    assert "| guided-scale4 | `auto*4` | 2 | 0.2500 ± 0.0000 | 0.0650 ± 0.0071 | 0.0100 ± 0.0000 |" in text
-    assert "| base | – | 2 | – |" in text and "| guided | `auto` | 2 | 0.0800 ± 0.0000 |" in text
+    assert "### d · GuidedSASRec (at most 8 epochs, patience 3; seeds 1, 2)" in text
+    assert "| guided-scale4 | `auto*4` | 0.2500 ± 0.0000 | 0.0650 ± 0.0071 | 0.0100 ± 0.0000 |" in text
+    assert "| base | – | – |" in text and "| guided | `auto` | 0.0800 ± 0.0000 |" in text
     # every rank but the first user's halves, the first doubles: geometric mean (2 * 0.5^3)^(1/4)
     scale4 = next(line for line in text.splitlines() if line.startswith("| `guided-scale4` vs `base` |"))
     assert scale4.split("|")[2].strip().startswith(f"×{(2 * 0.5 ** 3) ** 0.25:.2f}")
