@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from recbole.utils import get_model as recbole_get_model
 from recbole_guided.distributed import init_rank, is_spawned, refuse_unspawned
 from recbole_guided.errors import ConfigError
 from recbole_guided.models import GUIDED_MODELS
-from recbole_guided.options import GuidedOptions
+from recbole_guided.options import PLUGIN_KEYS, GuidedOptions
 from recbole_guided.resources import BUNDLED_DATA, plugin_yaml
 
 
@@ -36,6 +37,22 @@ def parent_model(model_name: str) -> str:
     if model_name not in GUIDED_MODELS:
         raise ConfigError(f"'{model_name}' is not a Guided model; expected one of {', '.join(GUIDED_MODELS)}")
     return GUIDED_MODELS[model_name].parent_class().__name__
+
+
+# Options added after a checkpoint was written are absent from its stored config: the value that
+# reproduces how it was trained, not today's default (which would re-center its attributes, or
+# re-place rows it trained, when it is loaded).
+BEFORE_THE_OPTION = {"guided_center": "none", "cold_items": "train"}
+
+
+def trained_options(checkpoint: dict) -> dict:
+    """The plugin options a Guided checkpoint was trained with, from its stored final config, so that
+    a default changed since does not change the model when it is rebuilt."""
+    if not is_guided(checkpoint["model"]):
+        return {}
+    stored = json.loads(checkpoint.get("config") or "{}")
+    return {key: stored[key] if key in stored else BEFORE_THE_OPTION[key]
+            for key in PLUGIN_KEYS if key in stored or key in BEFORE_THE_OPTION}
 
 
 class GuidedConfig(Config):

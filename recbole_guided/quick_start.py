@@ -11,11 +11,11 @@ from recbole.utils import init_logger
 
 from recbole_guided.base_stage import run_base_stage
 from recbole_guided.compat import check_checkpoint_matches, load_checkpoint
-from recbole_guided.config import GuidedConfig, is_guided
+from recbole_guided.config import GuidedConfig, is_guided, trained_options
 from recbole_guided.distributed import is_main, make_folders, spawn
 from recbole_guided.evaluation import RunRanks
 from recbole_guided.guided_sources import preflight
-from recbole_guided.options import PLUGIN_KEYS, GuidedOptions
+from recbole_guided.options import GuidedOptions
 from recbole_guided.paired_test import paired_change
 from recbole_guided.pipeline import build_model, check_trainer, prepare_data, train_and_evaluate
 
@@ -160,22 +160,6 @@ def _plain(value):
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return float(value) if hasattr(value, "item") else value
-
-
-# Options added after a checkpoint was written are absent from its stored config: the value that
-# reproduces how it was trained, not today's default (which would re-center its attributes, or
-# re-place rows it trained, when it is loaded).
-BEFORE_THE_OPTION = {"guided_center": "none", "cold_items": "train"}
-
-
-def trained_options(checkpoint: dict) -> dict:
-    """The plugin options a Guided checkpoint was trained with, from its stored final config, so that
-    a default changed since does not change the model when it is rebuilt."""
-    stored = json.loads(checkpoint.get("config") or "{}")
-    if not is_guided(checkpoint["model"]):
-        return {}
-    return {key: stored[key] if key in stored else BEFORE_THE_OPTION[key]
-            for key in PLUGIN_KEYS if key in stored or key in BEFORE_THE_OPTION}
 
 
 def load_guided_model(model_file, map_location="cpu"):

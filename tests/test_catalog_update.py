@@ -72,3 +72,18 @@ def test_new_interactions_need_a_new_training_run(trained):
         f.write("u999\tit001\t1\nu999\tit002\t2\nu999\tit003\t3\n")
     with pytest.raises(CheckpointError, match="users in the interaction file changed"):
         add_items(model_file)
+
+
+def test_add_items_rebuilds_with_the_options_the_model_was_trained_with(trained):
+    import json
+
+    from recbole_guided.compat import save_checkpoint
+
+    _, root, model_file = trained
+    checkpoint = load_checkpoint(model_file)
+    # written before guided_center existed (raw ratings): today's default must not re-center them
+    stored = {k: v for k, v in json.loads(checkpoint["config"]).items() if k != "guided_center"}
+    save_checkpoint(model_file, **{**checkpoint, "config": json.dumps(stored)})
+    add_to_catalog(root / "tiny")
+    output, _ = add_items(model_file, root / "with-new-items.pth")
+    assert json.loads(load_checkpoint(output)["external_config"])["guided_center"] == "none"
