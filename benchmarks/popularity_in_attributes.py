@@ -116,7 +116,7 @@ def checkpoint_row(path: str) -> dict:
     tail = np.concatenate(tail)
     mean_guided = np.sum(guided_mean, axis=0)[1:] / len(tail)
     row = {"checkpoint": path, "seed": config["seed"], "guided_source": config["guided_source"],
-           "guided_center": config["guided_center"],  # as trained (load_guided_model.trained_options)
+           "guided_center": config["guided_center"],  # as trained (config.checkpoint_config)
            "spearman(guided part, log popularity)": float(spearmanr(mean_guided, np.log1p(counts[1:]))[0]),
            "tail users": int(tail.sum()), "head users": int((~tail).sum())}
     for name, parts in ranks.items():

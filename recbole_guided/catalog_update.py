@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from recbole_guided.compat import item_tokens, load_checkpoint, save_checkpoint, user_tokens
-from recbole_guided.config import GuidedConfig, is_guided, trained_options
+from recbole_guided.config import GuidedConfig, checkpoint_config, is_guided
 from recbole_guided.errors import CheckpointError
 from recbole_guided.pipeline import build_model, prepare_data
 
@@ -61,9 +61,8 @@ def add_items(model_file, output=None) -> tuple[Path, list[str]]:
     checkpoint = load_checkpoint(model_file)
     if not is_guided(checkpoint["model"]):
         raise CheckpointError(f"{model_file}: {checkpoint['model']} has no item attributes to place new items with")
-    external = {**json.loads(checkpoint["external_config"]), **trained_options(checkpoint)}
     # the training run's item field, from its stored config (no second config to build)
-    external = with_all_catalog_items(external, json.loads(checkpoint["config"])["ITEM_ID_FIELD"])
+    external = with_all_catalog_items(checkpoint_config(checkpoint), json.loads(checkpoint["config"])["ITEM_ID_FIELD"])
     config = GuidedConfig(checkpoint["model"], checkpoint["dataset"], config_dict=external)
     data = prepare_data(config)
     if "user_tokens" in checkpoint and checkpoint["user_tokens"] != user_tokens(data.dataset):

@@ -45,14 +45,16 @@ def parent_model(model_name: str) -> str:
 BEFORE_THE_OPTION = {"guided_center": "none", "cold_items": "train"}
 
 
-def trained_options(checkpoint: dict) -> dict:
-    """The plugin options a Guided checkpoint was trained with, from its stored final config, so that
-    a default changed since does not change the model when it is rebuilt."""
+def checkpoint_config(checkpoint: dict) -> dict:
+    """The config dict that rebuilds a checkpoint's model: what its run was given, plus (for a Guided
+    model) the plugin options it was trained with, from its stored final config, so that a default
+    changed since does not change the model."""
+    given = json.loads(checkpoint["external_config"])
     if not is_guided(checkpoint["model"]):
-        return {}
+        return given
     stored = json.loads(checkpoint.get("config") or "{}")
-    return {key: stored[key] if key in stored else BEFORE_THE_OPTION[key]
-            for key in PLUGIN_KEYS if key in stored or key in BEFORE_THE_OPTION}
+    return {**given, **{key: stored[key] if key in stored else BEFORE_THE_OPTION[key]
+                        for key in PLUGIN_KEYS if key in stored or key in BEFORE_THE_OPTION}}
 
 
 class GuidedConfig(Config):

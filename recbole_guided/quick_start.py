@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from logging import getLogger
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from recbole.utils import init_logger
 
 from recbole_guided.base_stage import run_base_stage
 from recbole_guided.compat import check_checkpoint_matches, load_checkpoint
-from recbole_guided.config import GuidedConfig, is_guided, trained_options
+from recbole_guided.config import GuidedConfig, checkpoint_config, is_guided
 from recbole_guided.distributed import is_main, make_folders, spawn
 from recbole_guided.evaluation import RunRanks
 from recbole_guided.guided_sources import preflight
@@ -169,8 +168,7 @@ def load_guided_model(model_file, map_location="cpu"):
     with ``weights_only=True``; it must match the model and the dataset's item ids.
     """
     checkpoint = load_checkpoint(model_file, map_location=map_location)
-    external = {**json.loads(checkpoint["external_config"]), **trained_options(checkpoint)}
-    config = GuidedConfig(checkpoint["model"], checkpoint["dataset"], config_dict=external)
+    config = GuidedConfig(checkpoint["model"], checkpoint["dataset"], config_dict=checkpoint_config(checkpoint))
     data = prepare_data(config)
     check_checkpoint_matches(checkpoint, model_file, checkpoint["model"], data.dataset)
     model = build_model(config, data)
