@@ -224,7 +224,7 @@ def comparison_rows(pairs, head: list[str], cell) -> list[str]:
     return out
 
 
-def frontier_section(sweep_path: Path) -> str:
+def frontier_section(sweep_path: str) -> str:
     """The accuracy-interpretability frontier from the sweep at ``sweep_path``: its ``guided`` runs
     at growing ``guided_scale`` (``benchmark.FRONTIER``), the attributes' share of each user's
     ranking against NDCG@10 and the target's rank, paired with the parent on the same users."""

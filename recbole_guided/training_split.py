@@ -9,15 +9,20 @@ from __future__ import annotations
 import numpy as np
 
 
-def training_pairs(train_dataset) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct ``(user id, item id)`` pairs of the training split, sorted by user, then item."""
+def _row_items(train_dataset) -> np.ndarray:
+    """Each training row's items: its target, then its item list if it has one (0 = list padding)."""
     inter = train_dataset.inter_feat
     items = [inter[train_dataset.iid_field].numpy()[:, None]]
     list_field = train_dataset.iid_field + train_dataset.config["LIST_SUFFIX"]
     if list_field in inter:
         items.append(inter[list_field].numpy())
-    items = np.hstack(items)
-    users = np.repeat(inter[train_dataset.uid_field].numpy().astype(np.int64), items.shape[1])
+    return np.hstack(items)
+
+
+def training_pairs(train_dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``(user id, item id)`` pairs of the training split, sorted by user, then item."""
+    items = _row_items(train_dataset)
+    users = np.repeat(train_dataset.inter_feat[train_dataset.uid_field].numpy().astype(np.int64), items.shape[1])
     items = items.ravel().astype(np.int64)
     known = items != 0  # list padding
     codes = np.unique(users[known] * train_dataset.item_num + items[known])
@@ -34,11 +39,7 @@ def training_histories(train_dataset) -> list[set[int]]:
 def warm_items(train_dataset) -> np.ndarray:
     """Boolean mask over item ids: True for items the training split contains (as a target or in an
     item list). The others are *cold*: new items, or items seen only in validation or test."""
-    inter = train_dataset.inter_feat
     warm = np.zeros(train_dataset.item_num, dtype=bool)
-    warm[inter[train_dataset.iid_field].numpy()] = True
-    list_field = train_dataset.iid_field + train_dataset.config["LIST_SUFFIX"]
-    if list_field in inter:
-        warm[inter[list_field].numpy().ravel()] = True
+    warm[_row_items(train_dataset).ravel()] = True
     warm[0] = False  # padding
     return warm
