@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from datetime import date
 from pathlib import Path
@@ -23,6 +22,7 @@ from scipy.stats import spearmanr  # noqa: E402
 
 from recbole_guided.benchmark import load_sweep  # noqa: E402
 from recbole_guided.benchmark_report import read_rows  # noqa: E402
+from recbole_guided.provenance import git_commit, machine  # noqa: E402
 
 
 def model_summary(rows: list[dict]) -> dict:
@@ -49,16 +49,15 @@ def main() -> None:
     rows = [r for r in read_rows(REPO / sweep["results"]) if r["variant"] != "base"]
     out = {"command": "python benchmarks/epochs_and_tail.py --sweep="
                       f"{Path(args.sweep).resolve().relative_to(REPO)}",
-           "date": date.today().isoformat(), "machine": f"{platform.machine()}, reads a CSV (no training)",
+           "date": date.today().isoformat(), "commit": git_commit(REPO), "machine": f"{machine()}; reads a CSV (no training)",
            "results": sweep["results"],
            "models": {m: model_summary([r for r in rows if r["model"] == m])
                       for m in sweep["models"] if any(r["model"] == m for r in rows)}}
     Path(args.output).write_text(json.dumps(out, indent=1) + "\n")
     for model, s in out["models"].items():
-        print(f"{model}: {s['runs']} Guided runs; Spearman(epochs trained, tail NDCG@10) "
-              f"{s['spearman_epochs_tail_ndcg@10']['rho']:+.2f} (p={s['spearman_epochs_tail_ndcg@10']['p']}), "
-              f"(epochs, all-user NDCG@10) {s['spearman_epochs_all_ndcg@10']['rho']:+.2f} "
-              f"(p={s['spearman_epochs_all_ndcg@10']['p']})")
+        tail, overall = s["spearman_epochs_tail_ndcg@10"], s["spearman_epochs_all_ndcg@10"]
+        print(f"{model}: {s['runs']} Guided runs; Spearman(epochs trained, tail NDCG@10) {tail['rho']:+.2f} "
+              f"(p={tail['p']}), (epochs, all-user NDCG@10) {overall['rho']:+.2f} (p={overall['p']})")
     print(f"written to {args.output}")
 
 
