@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from recbole.utils import init_logger  # noqa: E402
 
+from recbole_guided.atomic_files import atomic_path  # noqa: E402
 from recbole_guided.benchmark import load_sweep, run_settings  # noqa: E402
 from recbole_guided.benchmark_report import capped_base_row, read_rows  # noqa: E402
 from recbole_guided.config import GuidedConfig, parent_model  # noqa: E402
@@ -59,6 +60,8 @@ def main() -> None:
         getLogger().info(config)
         result = train_and_evaluate(config, saved=True)
         curve = result["valid_scores"]
+        # re-read: another seed's process may have written its entry while this one trained
+        done = json.loads(output.read_text()) if output.is_file() else {"runs": {}}
         done["runs"][key] = {
             "model": parent, "seed": args.seed, "budget": settings,
             "epochs_trained": result["epochs_trained"],
@@ -72,8 +75,8 @@ def main() -> None:
             "machine": machine(),
         }
         done["sweep"] = str(Path(args.sweep).resolve().relative_to(REPO))
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(done, indent=2))
+        with atomic_path(output) as tmp:  # the benchmark report may read it meanwhile
+            tmp.write_text(json.dumps(done, indent=2))
         row = done["runs"][key]
         capped = capped_base_row(read_rows(REPO / sweep["results"]), parent, args.seed)
         capped_mrr = float(capped["test_mrr@10"]) if capped else float("nan")
