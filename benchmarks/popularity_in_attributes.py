@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -36,6 +35,8 @@ from sklearn.model_selection import KFold, cross_val_score
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from recbole_guided.provenance import git_commit, machine  # noqa: E402
 
 FILES = {"qwen2.5-1.5b (shipped)": REPO / "dataset" / "ml-100k" / "ml-100k.guided",
          "SmolLM2-135M": REPO / "benchmarks" / "results" / "ml-100k.smollm2-135m.guided"}
@@ -136,7 +137,7 @@ def main() -> None:
     if args.residualized_file:
         write_residualized(Path(args.residualized_file))
     result = {"command": "python benchmarks/popularity_in_attributes.py " + " ".join(sys.argv[1:]),
-              "machine": f"{platform.machine()}, Python {platform.python_version()}",
+              "commit": git_commit(REPO), "machine": machine(),
               "popularity R^2 from the ratings": file_rows(),
               "trained models": [checkpoint_row(p) for p in args.checkpoints]}
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
