@@ -122,7 +122,10 @@ def results_tables(rows: list[dict], variants: list[str], results: str = "the re
 
 GROUP_HEAD = ["all", *benchmark.GROUPS]
 # (variant, reference) pairs compared user by user; a sweep may name its own with `paired`
-PAIRED = [("guided", "base"), ("guided", "random-guided"), ("metadata-guided", "base"), ("random-guided", "base")]
+# `reduced-base-only` against `base` is what training again from the parent's own table does without
+# any attributes; `guided` against it, what the attributes add on top
+PAIRED = [("guided", "base"), ("guided", "random-guided"), ("guided", "reduced-base-only"),
+          ("metadata-guided", "base"), ("random-guided", "base"), ("reduced-base-only", "base")]
 
 
 def pooled_pairs(rows: list[dict], results_dir: Path, a: str, b: str, mode: str, group: str,
