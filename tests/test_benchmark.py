@@ -220,3 +220,31 @@ def test_frontier_section_sets_the_attributes_share_against_accuracy(tmp_path, m
     assert scale4.split("|")[2].strip().startswith(f"×{(2 * 0.5 ** 3) ** 0.25:.2f}")
     assert scale4.split("|")[3].strip().startswith("×0.50")  # the tail users: all three halve
     assert "| `guided-scale4` vs `guided` |" in text and "--variants=guided-scale2,guided-scale4,guided-scale8" in text
+
+
+def test_group_tables_pair_the_no_attribute_retrain_with_the_parent_and_with_guided(tmp_path):
+    """By default the report sets `reduced-base-only` (the parent's table trained again, no attributes)
+    against `base`, and `guided` against it: what retraining does alone, and what the attributes add."""
+    import numpy as np
+
+    from recbole_guided.benchmark_report import group_tables
+    from recbole_guided.evaluation import RunRanks
+
+    users = np.array(["u1", "u2", "u3", "u4"])
+    ranks = {"base": [4, 20, 30, 40], "reduced-base-only": [2, 10, 15, 20], "guided": [2, 10, 15, 20]}
+    tail = np.array([False, True, True, True])
+    masks = {"all": np.ones(4, bool), "tail": tail, "head": ~tail, "short": tail, "long": ~tail}
+    rows = []
+    for seed in (1, 2):
+        for variant in ranks:
+            ranks_file = f"r-ranks/{variant}-{seed}.npz"
+            (tmp_path / "r-ranks").mkdir(exist_ok=True)
+            RunRanks(users, users, {"full": np.array(ranks[variant])}, masks).write(tmp_path / ranks_file)
+            rows.append({"dataset": "d", "model": "GuidedSASRec", "variant": variant, "seed": str(seed),
+                         "ranks_file": ranks_file, **{f"users_{g}": str(int(masks[g].sum())) for g in benchmark.GROUPS},
+                         **{benchmark.group_column("full", g): "0.05" for g in ["all", *benchmark.GROUPS]}})
+    text = group_tables(rows, list(ranks), tmp_path / "r.csv")
+    ranked = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in text.splitlines() if "higher (p" in line}
+    assert ranked["`reduced-base-only` vs `base`"][0].strip().startswith("×0.50")  # every rank halves
+    assert ranked["`guided` vs `reduced-base-only`"][0].strip().startswith("×1.00")  # the attributes add nothing here
+    assert ranked["`guided` vs `reduced-base-only`"][1].strip().startswith("×1.00")  # on the tail either
