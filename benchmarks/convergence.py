@@ -35,6 +35,10 @@ from recbole_guided.provenance import git_commit, machine  # noqa: E402
 METRICS = ["mrr@10", "ndcg@10", "recall@10", "recall@20"]
 
 
+def finished_runs(output: Path) -> dict:
+    return json.loads(output.read_text()) if output.is_file() else {"runs": {}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sweep", default=str(REPO / "benchmarks" / "configs" / "ml-100k.yaml"))
@@ -46,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     sweep = load_sweep(args.sweep)
     output = Path(args.output)
-    done = json.loads(output.read_text()) if output.is_file() else {"runs": {}}
+    done = finished_runs(output)
 
     for parent in args.models.split(","):
         key = f"{parent}-seed{args.seed}"
@@ -60,8 +64,7 @@ def main() -> None:
         getLogger().info(config)
         result = train_and_evaluate(config, saved=True)
         curve = result["valid_scores"]
-        # re-read: another seed's process may have written its entry while this one trained
-        done = json.loads(output.read_text()) if output.is_file() else {"runs": {}}
+        done = finished_runs(output)  # again: another seed's process may have written meanwhile
         done["runs"][key] = {
             "model": parent, "seed": args.seed, "budget": settings,
             "epochs_trained": result["epochs_trained"],

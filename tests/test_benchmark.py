@@ -227,7 +227,7 @@ def test_group_tables_pair_the_no_attribute_retrain_with_the_parent_and_with_gui
     against `base`, and `guided` against it: what retraining does alone, and what the attributes add."""
     import numpy as np
 
-    from recbole_guided.benchmark_report import group_tables
+    from recbole_guided.benchmark_report import GROUP_HEAD, group_tables
     from recbole_guided.evaluation import RunRanks
 
     users = np.array(["u1", "u2", "u3", "u4"])
@@ -242,7 +242,7 @@ def test_group_tables_pair_the_no_attribute_retrain_with_the_parent_and_with_gui
             RunRanks(users, users, {"full": np.array(ranks[variant])}, masks).write(tmp_path / ranks_file)
             rows.append({"dataset": "d", "model": "GuidedSASRec", "variant": variant, "seed": str(seed),
                          "ranks_file": ranks_file, **{f"users_{g}": str(int(masks[g].sum())) for g in benchmark.GROUPS},
-                         **{benchmark.group_column("full", g): "0.05" for g in ["all", *benchmark.GROUPS]}})
+                         **{benchmark.group_column("full", g): "0.05" for g in GROUP_HEAD}})
     text = group_tables(rows, list(ranks), tmp_path / "r.csv")
     ranked = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in text.splitlines() if "higher (p" in line}
     assert ranked["`reduced-base-only` vs `base`"][0].strip().startswith("×0.50")  # every rank halves
